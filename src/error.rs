@@ -1,0 +1,101 @@
+//! The library's one error type.
+//!
+//! Every fallible call in layerstore returns [`Error`]. Variants say what kind
+//! of thing went wrong (not found, corrupt data, invalid input, I/O, ...) and
+//! carry enough context (which input, which layer, which chunk or pack, which
+//! byte offset) for a person to act on the message alone.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in layerstore.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A layer, alias, chunk or other named object does not exist in the store.
+    #[error("{what} not found in the store")]
+    NotFound {
+        /// What was looked for, e.g. `layer sha256:ab..`.
+        what: String,
+    },
+
+    /// A digest string is not of the form `sha256:<64 lowercase hex>`.
+    #[error("invalid digest {input:?}: {reason}")]
+    InvalidDigest {
+        /// The string as given.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Input given to the store is malformed (bad compression stream, size
+    /// limit exceeded, ...). Nothing was written to the store.
+    #[error("{source_name}: {reason}{}", offset.map(|o| format!(" (at byte offset {o})")).unwrap_or_default())]
+    InvalidInput {
+        /// Name of the input (a file name, `stdin`, ...).
+        source_name: String,
+        /// Byte offset in the input where the problem was seen, if known.
+        offset: Option<u64>,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// Stored data does not match what the index says it should be.
+    #[error("corrupt store data: {0}")]
+    Corrupt(String),
+
+    /// The store at `path` was written by an incompatible version.
+    #[error(
+        "store at {path} has format version {found}, this layerstore supports version {supported}; \
+         refusing to open it"
+    )]
+    UnsupportedFormat {
+        /// Store directory.
+        path: PathBuf,
+        /// Version found on disk.
+        found: String,
+        /// Version this build understands.
+        supported: u32,
+    },
+
+    /// An operating-system I/O error, with what was being done.
+    #[error("{context}: {source}")]
+    Io {
+        /// What layerstore was doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The SQLite index reported an error.
+    #[error("index database error: {0}")]
+    Index(#[from] rusqlite::Error),
+}
+
+impl Error {
+    /// Builds an [`Error::Io`] with a description of what was being done.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// True for [`Error::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. })
+    }
+}
+
+/// Adds context to `std::io::Result`s.
+pub(crate) trait IoContext<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::io(what(), e))
+    }
+}

@@ -1,0 +1,318 @@
+//! Getting a layer: follow its recipe, decompress frames in parallel,
+//! check every chunk's BLAKE3 and the whole layer's sha256, write in order.
+//!
+//! A producer thread resolves a batch of recipe entries (up to 16 MiB of
+//! output), decompresses the frames the batch needs on rayon workers,
+//! verifies each chunk, and assembles the batch; the calling thread hashes
+//! and writes the previous batch meanwhile. Memory stays at a few batches.
+//! No byte of a chunk whose hash does not match is ever written; a final
+//! sha256 mismatch (which would mean a damaged recipe) is an error.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crossbeam_channel::bounded;
+use memmap2::Mmap;
+use rayon::prelude::*;
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::{ChunkId, Digest};
+use crate::error::{Error, IoContext, Result};
+use crate::index::{FrameLocation, Index, LayerRow};
+use crate::pack::{FrameHeader, FrameKind};
+use crate::recipe::{Entry, RecipeReader};
+
+/// Output bytes per batch.
+const BATCH_BYTES: usize = 16 << 20;
+/// Distinct frames per batch.
+const BATCH_FRAMES: usize = 64;
+
+/// Memory maps of pack files, opened on demand.
+pub(crate) struct PackSet {
+    dir: PathBuf,
+    maps: HashMap<String, Arc<Mmap>>,
+}
+
+impl PackSet {
+    pub(crate) fn new(dir: &Path) -> Self {
+        PackSet {
+            dir: dir.to_path_buf(),
+            maps: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn map(&mut self, pack: &str) -> Result<Arc<Mmap>> {
+        if let Some(m) = self.maps.get(pack) {
+            return Ok(m.clone());
+        }
+        let path = self.dir.join(pack);
+        let file =
+            std::fs::File::open(&path).context(|| format!("opening pack {}", path.display()))?;
+        // Safety: packs are immutable once renamed into place; gc replaces
+        // them by writing a new file and unlinking the old one, never by
+        // truncating or rewriting in place, so the mapping stays valid.
+        let map =
+            unsafe { Mmap::map(&file) }.context(|| format!("mapping pack {}", path.display()))?;
+        let map = Arc::new(map);
+        self.maps.insert(pack.to_string(), map.clone());
+        Ok(map)
+    }
+}
+
+/// Reads and decodes one frame; errors name the pack and offset.
+pub(crate) fn read_frame(map: &[u8], loc: &FrameLocation) -> Result<(FrameHeader, Vec<u8>)> {
+    let corrupt = |what: String| {
+        Error::Corrupt(format!(
+            "pack {} frame at offset {}: {what}",
+            loc.pack, loc.offset
+        ))
+    };
+    let start = usize::try_from(loc.offset).map_err(|_| corrupt("offset out of range".into()))?;
+    let end = loc
+        .offset
+        .checked_add(loc.total_len)
+        .filter(|&e| e <= map.len() as u64)
+        .ok_or_else(|| {
+            corrupt(format!(
+                "frame of {} bytes lies beyond the end of the pack ({} bytes)",
+                loc.total_len,
+                map.len()
+            ))
+        })? as usize;
+    let bytes = &map[start..end];
+    let header = FrameHeader::decode(bytes).map_err(corrupt)?;
+    if header.total_len() != loc.total_len {
+        return Err(corrupt(format!(
+            "frame is {} bytes, index says {}",
+            header.total_len(),
+            loc.total_len
+        )));
+    }
+    let raw = header
+        .decode_payload(&bytes[header.header_len() as usize..])
+        .map_err(corrupt)?;
+    Ok((header, raw))
+}
+
+/// Loads a layer's compressed recipe, checking that the frame is its recipe.
+pub(crate) fn load_recipe(packs: &mut PackSet, layer: &LayerRow) -> Result<Vec<u8>> {
+    let map = packs.map(&layer.recipe.pack)?;
+    let (header, recipe) = read_frame(&map, &layer.recipe)
+        .map_err(|e| Error::Corrupt(format!("layer {}: recipe: {e}", layer.digest)))?;
+    if header.kind != FrameKind::Recipe || header.recipe_of != Some((layer.digest, layer.size)) {
+        return Err(Error::Corrupt(format!(
+            "layer {}: recipe frame in pack {} at offset {} belongs to another layer",
+            layer.digest, layer.recipe.pack, layer.recipe.offset
+        )));
+    }
+    Ok(recipe)
+}
+
+enum Item {
+    Inline(Vec<u8>),
+    Chunk {
+        id: ChunkId,
+        frame: FrameLocation,
+        offset: u64,
+        len: u32,
+    },
+}
+
+/// Streams `layer` into `out`. Returns the number of bytes written.
+pub(crate) fn write_layer(
+    index: Index,
+    packs_dir: &Path,
+    layer: &LayerRow,
+    out: &mut dyn Write,
+    progress: Option<&(dyn Fn(u64) + Sync)>,
+) -> Result<u64> {
+    let mut packs = PackSet::new(packs_dir);
+    let recipe = load_recipe(&mut packs, layer)?;
+    let (tx, rx) = bounded::<Result<Vec<u8>>>(2);
+    let digest = layer.digest;
+    std::thread::scope(|scope| {
+        let producer = scope.spawn(move || {
+            let result = produce(&index, &mut packs, &recipe, &digest, &tx);
+            if let Err(e) = result {
+                let _ = tx.send(Err(e));
+            }
+        });
+        let mut hasher = Sha256::new();
+        let mut written = 0u64;
+        let mut failure = None;
+        for batch in rx.iter() {
+            let batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            };
+            hasher.update(&batch);
+            if let Err(e) = out.write_all(&batch) {
+                failure = Some(Error::io(format!("writing layer {digest}"), e));
+                break;
+            }
+            written += batch.len() as u64;
+            if let Some(p) = progress {
+                p(written);
+            }
+        }
+        drop(rx);
+        producer
+            .join()
+            .map_err(|_| Error::Corrupt("layer reader thread panicked".into()))?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let actual = Digest::from_bytes(hasher.finalize().into());
+        if actual != digest || written != layer.size {
+            return Err(Error::Corrupt(format!(
+                "layer {digest}: reconstructed {written} bytes hash to {actual} \
+                 (expected {} bytes): its recipe is damaged",
+                layer.size
+            )));
+        }
+        out.flush()
+            .map_err(|e| Error::io(format!("writing layer {digest}"), e))?;
+        Ok(written)
+    })
+}
+
+fn produce(
+    index: &Index,
+    packs: &mut PackSet,
+    recipe: &[u8],
+    layer: &Digest,
+    tx: &crossbeam_channel::Sender<Result<Vec<u8>>>,
+) -> Result<()> {
+    let mut entries =
+        RecipeReader::new(recipe).map_err(|e| Error::Corrupt(format!("layer {layer}: {e}")))?;
+    let mut cache: HashMap<i64, Arc<Vec<u8>>> = HashMap::new();
+    loop {
+        let mut items = Vec::new();
+        let mut bytes = 0usize;
+        let mut frames: HashMap<i64, FrameLocation> = HashMap::new();
+        while bytes < BATCH_BYTES && frames.len() < BATCH_FRAMES {
+            let Some(entry) = entries
+                .next_entry()
+                .map_err(|e| Error::Corrupt(format!("layer {layer}: {e}")))?
+            else {
+                break;
+            };
+            match entry {
+                Entry::Inline(data) => {
+                    bytes += data.len();
+                    items.push(Item::Inline(data));
+                }
+                Entry::Chunk(id, len) => {
+                    let loc = index.chunk_location(&id)?.ok_or_else(|| {
+                        Error::Corrupt(format!(
+                            "layer {layer}: chunk {id} is missing from the index"
+                        ))
+                    })?;
+                    if loc.len != len {
+                        return Err(Error::Corrupt(format!(
+                            "layer {layer}: chunk {id} is {} bytes in the index, {len} in the recipe",
+                            loc.len
+                        )));
+                    }
+                    bytes += len as usize;
+                    frames.insert(loc.frame.frame_id, loc.frame.clone());
+                    items.push(Item::Chunk {
+                        id,
+                        frame: loc.frame,
+                        offset: loc.offset,
+                        len,
+                    });
+                }
+            }
+        }
+        if items.is_empty() {
+            return Ok(());
+        }
+        // Decompress the frames this batch needs that the last batch did not.
+        let mut wanted = Vec::new();
+        for (id, loc) in &frames {
+            if !cache.contains_key(id) {
+                wanted.push((loc.clone(), packs.map(&loc.pack)?));
+            }
+        }
+        let decoded: Vec<(i64, Arc<Vec<u8>>)> = wanted
+            .par_iter()
+            .map(|(loc, map)| {
+                read_frame(map, loc)
+                    .map(|(_, raw)| (loc.frame_id, Arc::new(raw)))
+                    .map_err(|e| Error::Corrupt(format!("layer {layer}: {e}")))
+            })
+            .collect::<Result<_>>()?;
+        let mut next_cache: HashMap<i64, Arc<Vec<u8>>> = frames
+            .keys()
+            .filter_map(|id| cache.remove(id).map(|f| (*id, f)))
+            .collect();
+        next_cache.extend(decoded);
+        cache = next_cache;
+        // Check every chunk against its id before any of it is written.
+        items.par_iter().try_for_each(|item| -> Result<()> {
+            if let Item::Chunk {
+                id,
+                frame,
+                offset,
+                len,
+            } = item
+            {
+                let data = chunk_slice(&cache, frame, *offset, *len)
+                    .ok_or_else(|| chunk_error(layer, id, frame, "lies outside its frame"))?;
+                if ChunkId::of(data) != *id {
+                    return Err(chunk_error(
+                        layer,
+                        id,
+                        frame,
+                        "content does not match its BLAKE3 id",
+                    ));
+                }
+            }
+            Ok(())
+        })?;
+        let mut out = Vec::with_capacity(bytes);
+        for item in &items {
+            match item {
+                Item::Inline(data) => out.extend_from_slice(data),
+                Item::Chunk {
+                    id,
+                    frame,
+                    offset,
+                    len,
+                } => {
+                    let data = chunk_slice(&cache, frame, *offset, *len)
+                        .ok_or_else(|| chunk_error(layer, id, frame, "lies outside its frame"))?;
+                    out.extend_from_slice(data);
+                }
+            }
+        }
+        if tx.send(Ok(out)).is_err() {
+            return Ok(()); // the writer stopped; it reports why
+        }
+    }
+}
+
+fn chunk_slice<'a>(
+    cache: &'a HashMap<i64, Arc<Vec<u8>>>,
+    frame: &FrameLocation,
+    offset: u64,
+    len: u32,
+) -> Option<&'a [u8]> {
+    let raw = cache.get(&frame.frame_id)?;
+    let start = usize::try_from(offset).ok()?;
+    let end = start.checked_add(len as usize)?;
+    raw.get(start..end)
+}
+
+fn chunk_error(layer: &Digest, id: &ChunkId, frame: &FrameLocation, what: &str) -> Error {
+    Error::Corrupt(format!(
+        "layer {layer}: chunk {id} in pack {} (frame at offset {}) {what}",
+        frame.pack, frame.offset
+    ))
+}

@@ -1,0 +1,32 @@
+//! layerstore: a content-addressed, deduplicating store for container image
+//! layers.
+//!
+//! Layers (tar, or tar compressed with gzip or zstd) are split at tar
+//! structure and with FastCDC into chunks that are stored once, zstd
+//! compressed, in pack files; a SQLite index maps each layer's DiffID to its
+//! recipe. Every `get` returns the exact bytes that were put, checked
+//! against the BLAKE3 of each chunk and the sha256 DiffID of the layer.
+//!
+//! Start with [`Store`].
+
+#![warn(missing_docs)]
+
+pub mod chunker;
+pub mod digest;
+pub mod error;
+mod get;
+pub mod index;
+pub mod input;
+pub mod pack;
+mod put;
+pub mod recipe;
+pub mod split;
+mod store;
+pub mod tarscan;
+
+pub use chunker::ChunkParams;
+pub use digest::{ChunkId, Digest};
+pub use error::{Error, Result};
+pub use input::Compression;
+pub use put::{LayerInfo, PutOptions};
+pub use store::{FORMAT_VERSION, GetInfo, LayerSummary, Store, StoreConfig, StoreStats};

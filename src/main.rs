@@ -1,0 +1,350 @@
+//! The `layerstore` command line: a thin shell over [`layerstore::Store`].
+//! Every command is one library call plus output formatting.
+
+use std::fs::File;
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use layerstore::{Digest, PutOptions, Store};
+
+/// A content-addressed, deduplicating store for container image layers.
+#[derive(Parser)]
+#[command(name = "layerstore", version, about, long_about = None)]
+struct Cli {
+    /// Store directory [default: $LAYERSTORE_DIR, else $XDG_DATA_HOME/layerstore,
+    /// else ~/.local/share/layerstore]
+    #[arg(long, global = true, value_name = "DIR")]
+    store: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Store a layer (tar, tar.gz or tar.zst, detected from its bytes); prints its DiffID.
+    Put {
+        /// Layer file, or `-` for standard input.
+        file: String,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Refuse layers larger than this uncompressed (e.g. 10G, 512M).
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        max_size: Option<u64>,
+    },
+    /// Write a layer's exact uncompressed tar (DiffID or compressed digest).
+    Get {
+        /// `sha256:<hex>` DiffID, or the digest of a compressed blob that was put.
+        digest: String,
+        /// Write to FILE (atomically) instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// List stored layers.
+    Ls {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unpin layers; their space comes back with the next gc.
+    Rm {
+        /// DiffIDs or compressed digests.
+        #[arg(required = true)]
+        digests: Vec<String>,
+    },
+    /// Show store figures.
+    Stat {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("layerstore: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open_store(path: Option<PathBuf>) -> Result<Store> {
+    let path = path
+        .or_else(Store::default_path)
+        .ok_or_else(|| anyhow!("no store directory: pass --store DIR or set LAYERSTORE_DIR"))?;
+    Store::open(&path).with_context(|| format!("opening store {}", path.display()))
+}
+
+fn parse_digest(s: &str) -> Result<Digest> {
+    Ok(Digest::parse(s)?)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let store = open_store(cli.store)?;
+    match cli.command {
+        Command::Put {
+            file,
+            json,
+            max_size,
+        } => put(&store, &file, json, max_size),
+        Command::Get { digest, output } => get(&store, &digest, output),
+        Command::Ls { json } => ls(&store, json),
+        Command::Rm { digests } => {
+            for d in digests {
+                let digest = parse_digest(&d)?;
+                let removed = store
+                    .remove_layer(&digest)
+                    .with_context(|| format!("removing {d}"))?;
+                println!("{removed}");
+            }
+            Ok(())
+        }
+        Command::Stat { json } => stat(&store, json),
+    }
+}
+
+fn progress_bar(total: Option<u64>, what: &str) -> Option<ProgressBar> {
+    if !io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = match total {
+        Some(t) => ProgressBar::new(t).with_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            )
+            .ok()?
+            .progress_chars("=> "),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {msg} {bytes} {binary_bytes_per_sec}").ok()?,
+        ),
+    };
+    bar.set_message(what.to_string());
+    Some(bar)
+}
+
+fn put(store: &Store, file: &str, json: bool, max_size: Option<u64>) -> Result<()> {
+    let (input, name, total): (Box<dyn io::Read + Send>, String, Option<u64>) = if file == "-" {
+        (Box::new(io::stdin()), "stdin".to_string(), None)
+    } else {
+        let f = File::open(file).with_context(|| format!("cannot open {file}"))?;
+        let meta = f
+            .metadata()
+            .with_context(|| format!("cannot stat {file}"))?;
+        if meta.is_dir() {
+            bail!("{file} is a directory, not a layer file");
+        }
+        (Box::new(f), file.to_string(), Some(meta.len()))
+    };
+    let bar = progress_bar(total, "put");
+    let report = |n: u64| {
+        if let Some(b) = &bar {
+            b.set_position(n);
+        }
+    };
+    let info = store.put_layer_with(
+        input,
+        &PutOptions {
+            source_name: Some(name.clone()),
+            max_uncompressed: max_size,
+            progress: Some(&report),
+        },
+    );
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let info = info.with_context(|| format!("put {name}"))?;
+    if json {
+        println!("{}", serde_json::to_string(&info)?);
+    } else {
+        println!("{}", info.digest);
+        if let Some(c) = info.compressed_digest {
+            println!("compressed ({}) {c}", info.compression.name());
+        }
+        println!(
+            "{} uncompressed, {} chunks ({} new), store grew by {}{}",
+            human(info.size),
+            info.chunks,
+            info.new_chunks,
+            human(info.added_bytes),
+            if info.new_layer {
+                ""
+            } else {
+                " (layer was already stored)"
+            }
+        );
+    }
+    Ok(())
+}
+
+fn get(store: &Store, digest_text: &str, output: Option<PathBuf>) -> Result<()> {
+    let digest = parse_digest(digest_text)?;
+    let layer = store
+        .layer(&digest)
+        .with_context(|| format!("get {digest_text}"))?;
+    if layer.digest != digest {
+        eprintln!(
+            "layerstore: {digest} is a compressed blob; writing its uncompressed layer {}",
+            layer.digest
+        );
+    }
+    let bar = progress_bar(Some(layer.size), "get");
+    let report = |n: u64| {
+        if let Some(b) = &bar {
+            b.set_position(n);
+        }
+    };
+    let result = match &output {
+        Some(path) => store.get_layer_to_path(&digest, path, Some(&report)),
+        None => {
+            let stdout = io::stdout();
+            if stdout.is_terminal() {
+                bail!("refusing to write a tar archive to a terminal; use -o FILE or redirect");
+            }
+            let mut out = io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            let r = store.get_layer_with(&digest, &mut out, Some(&report));
+            r.and_then(|info| {
+                out.flush()
+                    .map_err(|e| layerstore::Error::io("writing standard output", e))?;
+                Ok(info)
+            })
+        }
+    };
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    result.with_context(|| format!("get {digest_text}"))?;
+    Ok(())
+}
+
+fn ls(store: &Store, json: bool) -> Result<()> {
+    let layers = store.layers()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&layers)?);
+        return Ok(());
+    }
+    println!(
+        "{:<71}  {:>10}  {:>10}  {:>6}  {:<20}  PINNED",
+        "DIGEST", "SIZE", "STORED", "SHARE", "CREATED"
+    );
+    for l in layers {
+        let share = if l.size == 0 {
+            0.0
+        } else {
+            100.0 * l.stored_share as f64 / l.size as f64
+        };
+        println!(
+            "{:<71}  {:>10}  {:>10}  {:>5.1}%  {:<20}  {}",
+            l.digest.to_string(),
+            human(l.size),
+            human(l.stored_share),
+            share,
+            utc(l.created),
+            if l.pinned { "yes" } else { "no" }
+        );
+    }
+    Ok(())
+}
+
+fn stat(store: &Store, json: bool) -> Result<()> {
+    let s = store.stats()?;
+    if json {
+        let mut v = serde_json::to_value(&s)?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("store".into(), store.path().display().to_string().into());
+            obj.insert("config".into(), serde_json::to_value(store.config())?);
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("store          {}", store.path().display());
+    println!("layers         {}", s.layers);
+    println!(
+        "logical bytes  {} ({})",
+        human(s.logical_bytes),
+        s.logical_bytes
+    );
+    println!(
+        "stored bytes   {} ({})",
+        human(s.stored_bytes),
+        s.stored_bytes
+    );
+    println!("  in packs     {}", human(s.pack_bytes));
+    println!(
+        "chunks         {} ({} distinct data)",
+        s.chunks,
+        human(s.unique_chunk_bytes)
+    );
+    println!("packs          {}", s.packs);
+    println!("dedup ratio    {:.2}x", s.dedup_ratio);
+    Ok(())
+}
+
+/// Parses sizes like `512`, `64K`, `10M`, `2G`, `1T` (powers of 1024).
+fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let s = s.trim();
+    let (digits, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, ""));
+    let base: u64 = digits.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    let shift = match unit
+        .trim_end_matches(['i', 'B', 'b'])
+        .to_ascii_uppercase()
+        .as_str()
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("invalid size unit in {s:?}")),
+    };
+    base.checked_mul(1 << shift)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS` UTC.
+fn utc(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}

@@ -1,0 +1,480 @@
+//! Pack files: append-only files of self-describing frames.
+//!
+//! ```text
+//! pack   := "LSPACK\0\0" version:u32le reserved:u32le frame*
+//! frame  := "LSFR" kind:u8 codec:u8 reserved:u16 entries:u32le raw_len:u64le
+//!           stored_len:u64le table check:[u8;16] payload:[u8; stored_len]
+//! table  := chunks frame: entries x (blake3 id:[u8;32] len:u32le)
+//!           recipe frame: 1 x (diffid sha256:[u8;32] size:u64le)
+//! check  := first 16 bytes of BLAKE3 over everything from "LSFR" to the table's end
+//! ```
+//!
+//! A chunks frame's payload is its chunks' bytes, concatenated and
+//! zstd-compressed together (codec 1), or stored as is (codec 0) when that
+//! is smaller. A recipe frame's payload is a layer recipe (already
+//! compressed). Frames describe themselves, so the index can be rebuilt by
+//! scanning packs. Packs are written under a temporary name, fsynced, and
+//! renamed into place; they are never modified afterwards, only replaced.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::digest::{ChunkId, Digest};
+use crate::error::{Error, IoContext, Result};
+
+/// Pack file magic.
+pub const PACK_MAGIC: &[u8; 8] = b"LSPACK\0\0";
+/// Pack format version written by this build.
+pub const PACK_VERSION: u32 = 1;
+/// Bytes before the first frame.
+pub const PACK_HEADER_LEN: u64 = 16;
+
+const FRAME_MAGIC: &[u8; 4] = b"LSFR";
+const FIXED_LEN: usize = 28;
+const CHECK_LEN: usize = 16;
+const CHUNK_ENTRY_LEN: usize = 36;
+const RECIPE_ENTRY_LEN: usize = 40;
+/// Upper bound on entries in a frame the reader accepts.
+pub const MAX_FRAME_ENTRIES: u32 = 1 << 16;
+/// Upper bound on a frame's uncompressed payload the reader accepts.
+pub const MAX_FRAME_RAW: u64 = 256 << 20;
+
+/// What a frame holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameKind {
+    /// A run of chunks.
+    Chunks = 1,
+    /// One layer recipe.
+    Recipe = 2,
+}
+
+/// How a frame's payload is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec {
+    /// Stored as is.
+    None = 0,
+    /// One zstd frame.
+    Zstd = 1,
+}
+
+/// The self-description of a frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// Chunks or recipe.
+    pub kind: FrameKind,
+    /// Payload encoding.
+    pub codec: Codec,
+    /// Uncompressed payload length.
+    pub raw_len: u64,
+    /// Payload bytes on disk.
+    pub stored_len: u64,
+    /// For chunk frames: each chunk's id and length, in payload order.
+    pub chunks: Vec<(ChunkId, u32)>,
+    /// For recipe frames: the layer's DiffID and uncompressed size.
+    pub recipe_of: Option<(Digest, u64)>,
+}
+
+impl FrameHeader {
+    /// Bytes of header (fixed part, table and check) before the payload.
+    pub fn header_len(&self) -> u64 {
+        let table = match self.kind {
+            FrameKind::Chunks => self.chunks.len() * CHUNK_ENTRY_LEN,
+            FrameKind::Recipe => RECIPE_ENTRY_LEN,
+        };
+        (FIXED_LEN + table + CHECK_LEN) as u64
+    }
+
+    /// Header plus payload.
+    pub fn total_len(&self) -> u64 {
+        self.header_len() + self.stored_len
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.header_len() as usize);
+        out.extend_from_slice(FRAME_MAGIC);
+        out.push(self.kind as u8);
+        out.push(self.codec as u8);
+        out.extend_from_slice(&[0, 0]);
+        let entries = match self.kind {
+            FrameKind::Chunks => self.chunks.len() as u32,
+            FrameKind::Recipe => 1,
+        };
+        out.extend_from_slice(&entries.to_le_bytes());
+        out.extend_from_slice(&self.raw_len.to_le_bytes());
+        out.extend_from_slice(&self.stored_len.to_le_bytes());
+        match self.kind {
+            FrameKind::Chunks => {
+                for (id, len) in &self.chunks {
+                    out.extend_from_slice(&id.0);
+                    out.extend_from_slice(&len.to_le_bytes());
+                }
+            }
+            FrameKind::Recipe => {
+                let (digest, size) = self.recipe_of.unwrap_or((Digest::from_bytes([0; 32]), 0));
+                out.extend_from_slice(digest.as_bytes());
+                out.extend_from_slice(&size.to_le_bytes());
+            }
+        }
+        let check = blake3::hash(&out);
+        out.extend_from_slice(&check.as_bytes()[..CHECK_LEN]);
+        out
+    }
+
+    /// Parses and checks the frame header at the start of `bytes`. Errors
+    /// say what is wrong; the caller adds where.
+    pub fn decode(bytes: &[u8]) -> std::result::Result<FrameHeader, String> {
+        if bytes.len() < FIXED_LEN {
+            return Err(format!(
+                "frame header needs {FIXED_LEN} bytes, only {} remain",
+                bytes.len()
+            ));
+        }
+        if &bytes[..4] != FRAME_MAGIC {
+            return Err("bad frame magic".into());
+        }
+        let kind = match bytes[4] {
+            1 => FrameKind::Chunks,
+            2 => FrameKind::Recipe,
+            k => return Err(format!("unknown frame kind {k}")),
+        };
+        let codec = match bytes[5] {
+            0 => Codec::None,
+            1 => Codec::Zstd,
+            c => return Err(format!("unknown frame codec {c}")),
+        };
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or([0; 4]));
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]));
+        let entries = u32_at(8);
+        let raw_len = u64_at(12);
+        let stored_len = u64_at(20);
+        if entries > MAX_FRAME_ENTRIES || raw_len > MAX_FRAME_RAW || stored_len > MAX_FRAME_RAW * 2
+        {
+            return Err(format!(
+                "frame sizes out of range ({entries} entries, {raw_len} raw bytes, {stored_len} stored bytes)"
+            ));
+        }
+        let table_len = match kind {
+            FrameKind::Chunks => entries as usize * CHUNK_ENTRY_LEN,
+            FrameKind::Recipe if entries == 1 => RECIPE_ENTRY_LEN,
+            FrameKind::Recipe => return Err(format!("recipe frame with {entries} entries")),
+        };
+        let check_at = FIXED_LEN + table_len;
+        if bytes.len() < check_at + CHECK_LEN {
+            return Err("frame table is truncated".into());
+        }
+        let check = blake3::hash(&bytes[..check_at]);
+        if check.as_bytes()[..CHECK_LEN] != bytes[check_at..check_at + CHECK_LEN] {
+            return Err("frame header checksum mismatch".into());
+        }
+        let table = &bytes[FIXED_LEN..check_at];
+        let mut header = FrameHeader {
+            kind,
+            codec,
+            raw_len,
+            stored_len,
+            chunks: Vec::new(),
+            recipe_of: None,
+        };
+        match kind {
+            FrameKind::Chunks => {
+                let mut sum = 0u64;
+                for entry in table.chunks_exact(CHUNK_ENTRY_LEN) {
+                    let mut id = [0u8; 32];
+                    id.copy_from_slice(&entry[..32]);
+                    let len = u32::from_le_bytes([entry[32], entry[33], entry[34], entry[35]]);
+                    sum += u64::from(len);
+                    header.chunks.push((ChunkId(id), len));
+                }
+                if sum != raw_len {
+                    return Err(format!(
+                        "frame table lists {sum} chunk bytes but the frame holds {raw_len}"
+                    ));
+                }
+            }
+            FrameKind::Recipe => {
+                let mut digest = [0u8; 32];
+                digest.copy_from_slice(&table[..32]);
+                let mut size = [0u8; 8];
+                size.copy_from_slice(&table[32..40]);
+                header.recipe_of = Some((Digest::from_bytes(digest), u64::from_le_bytes(size)));
+            }
+        }
+        Ok(header)
+    }
+
+    /// Decodes this frame's payload (the bytes after the header).
+    pub fn decode_payload(&self, payload: &[u8]) -> std::result::Result<Vec<u8>, String> {
+        if payload.len() as u64 != self.stored_len {
+            return Err(format!(
+                "frame payload is {} bytes, header says {}",
+                payload.len(),
+                self.stored_len
+            ));
+        }
+        let raw = match self.codec {
+            Codec::None => payload.to_vec(),
+            Codec::Zstd => zstd::bulk::decompress(payload, self.raw_len as usize)
+                .map_err(|e| format!("zstd: {e}"))?,
+        };
+        if raw.len() as u64 != self.raw_len {
+            return Err(format!(
+                "frame decompressed to {} bytes, header says {}",
+                raw.len(),
+                self.raw_len
+            ));
+        }
+        Ok(raw)
+    }
+}
+
+/// Builds one encoded frame (header and payload) from uncompressed chunk bytes.
+pub fn encode_chunk_frame(
+    chunks: Vec<(ChunkId, u32)>,
+    raw: &[u8],
+    compressor: &mut zstd::bulk::Compressor<'_>,
+) -> Result<(FrameHeader, Vec<u8>)> {
+    let compressed = compressor
+        .compress(raw)
+        .map_err(|e| Error::io("compressing frame", e))?;
+    let (codec, payload) = if compressed.len() < raw.len() {
+        (Codec::Zstd, compressed)
+    } else {
+        (Codec::None, raw.to_vec())
+    };
+    let header = FrameHeader {
+        kind: FrameKind::Chunks,
+        codec,
+        raw_len: raw.len() as u64,
+        stored_len: payload.len() as u64,
+        chunks,
+        recipe_of: None,
+    };
+    Ok((header, payload))
+}
+
+/// Builds a recipe frame.
+pub fn encode_recipe_frame(diff_id: Digest, size: u64, recipe: Vec<u8>) -> (FrameHeader, Vec<u8>) {
+    let header = FrameHeader {
+        kind: FrameKind::Recipe,
+        codec: Codec::None,
+        raw_len: recipe.len() as u64,
+        stored_len: recipe.len() as u64,
+        chunks: Vec::new(),
+        recipe_of: Some((diff_id, size)),
+    };
+    (header, recipe)
+}
+
+/// Checks a pack's file header.
+pub fn check_pack_header(bytes: &[u8]) -> std::result::Result<(), String> {
+    if bytes.len() < PACK_HEADER_LEN as usize || &bytes[..8] != PACK_MAGIC {
+        return Err("not a layerstore pack (bad magic)".into());
+    }
+    let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    if version != PACK_VERSION {
+        return Err(format!(
+            "pack format version {version}, expected {PACK_VERSION}"
+        ));
+    }
+    Ok(())
+}
+
+/// Walks the frames of a whole pack image. Yields `(offset, header)` for
+/// each frame, or one error describing where the walk stopped.
+pub fn scan_frames(
+    bytes: &[u8],
+) -> impl Iterator<Item = std::result::Result<(u64, FrameHeader), (u64, String)>> + '_ {
+    let mut offset = PACK_HEADER_LEN;
+    let mut failed = check_pack_header(bytes).err().map(|e| (0u64, e));
+    std::iter::from_fn(move || {
+        if let Some(err) = failed.take() {
+            offset = u64::MAX;
+            return Some(Err(err));
+        }
+        if offset >= bytes.len() as u64 {
+            return None;
+        }
+        let at = offset;
+        match FrameHeader::decode(&bytes[at as usize..]) {
+            Ok(header) => {
+                let end = at.saturating_add(header.total_len());
+                if end > bytes.len() as u64 {
+                    offset = u64::MAX;
+                    return Some(Err((
+                        at,
+                        "frame payload runs past the end of the pack".into(),
+                    )));
+                }
+                offset = end;
+                Some(Ok((at, header)))
+            }
+            Err(e) => {
+                offset = u64::MAX;
+                Some(Err((at, e)))
+            }
+        }
+    })
+}
+
+/// Writes one new pack under a temporary name; [`PackWriter::finish`]
+/// makes it durable and visible. Dropping an unfinished writer removes it.
+pub struct PackWriter {
+    dir: PathBuf,
+    name: String,
+    tmp_path: PathBuf,
+    out: Option<BufWriter<File>>,
+    len: u64,
+}
+
+/// A finished, durable pack.
+#[derive(Clone, Debug)]
+pub struct FinishedPack {
+    /// File name under `packs/`.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl PackWriter {
+    /// Creates `packs/<random>.pack.tmp` in `dir`.
+    pub fn create(dir: &Path) -> Result<Self> {
+        let name = format!("{}.pack", random_hex(16));
+        let tmp_path = dir.join(format!("{name}.tmp"));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp_path)
+            .context(|| format!("creating pack {}", tmp_path.display()))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let mut header = Vec::with_capacity(PACK_HEADER_LEN as usize);
+        header.extend_from_slice(PACK_MAGIC);
+        header.extend_from_slice(&PACK_VERSION.to_le_bytes());
+        header.extend_from_slice(&0u32.to_le_bytes());
+        out.write_all(&header)
+            .context(|| format!("writing pack {}", tmp_path.display()))?;
+        Ok(PackWriter {
+            dir: dir.to_path_buf(),
+            name,
+            tmp_path,
+            out: Some(out),
+            len: PACK_HEADER_LEN,
+        })
+    }
+
+    /// Final file name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True when no frame has been written.
+    pub fn is_empty(&self) -> bool {
+        self.len == PACK_HEADER_LEN
+    }
+
+    /// Appends a frame; returns its offset.
+    pub fn append(&mut self, header: &FrameHeader, payload: &[u8]) -> Result<u64> {
+        let at = self.len;
+        let out = self
+            .out
+            .as_mut()
+            .ok_or_else(|| Error::Corrupt("pack writer used after finish".into()))?;
+        let encoded = header.encode();
+        out.write_all(&encoded)
+            .and_then(|_| out.write_all(payload))
+            .context(|| format!("writing pack {}", self.tmp_path.display()))?;
+        self.len += encoded.len() as u64 + payload.len() as u64;
+        Ok(at)
+    }
+
+    /// Flushes, fsyncs, renames into place and fsyncs the directory.
+    pub fn finish(mut self) -> Result<FinishedPack> {
+        let out = self
+            .out
+            .take()
+            .ok_or_else(|| Error::Corrupt("pack writer finished twice".into()))?;
+        let file = out.into_inner().map_err(|e| {
+            Error::io(
+                format!("writing pack {}", self.tmp_path.display()),
+                e.into_error(),
+            )
+        })?;
+        file.sync_all()
+            .context(|| format!("syncing pack {}", self.tmp_path.display()))?;
+        drop(file);
+        let final_path = self.dir.join(&self.name);
+        fs::rename(&self.tmp_path, &final_path)
+            .context(|| format!("renaming pack to {}", final_path.display()))?;
+        sync_dir(&self.dir)?;
+        Ok(FinishedPack {
+            name: self.name.clone(),
+            size: self.len,
+        })
+    }
+}
+
+impl Drop for PackWriter {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = fs::remove_file(&self.tmp_path);
+        }
+    }
+}
+
+/// fsyncs a directory so a rename or unlink in it is durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .context(|| format!("syncing directory {}", dir.display()))
+}
+
+/// `n` random bytes as hex.
+pub fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness: fall back to time and pid, still unique enough
+        // for file names that are created with create_new.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let seed = blake3::hash(format!("{nanos}-{}", std::process::id()).as_bytes());
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = seed.as_bytes()[i % 32];
+        }
+    }
+    crate::digest::hex(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_roundtrip_and_damage() {
+        let data = b"hello hello hello hello".repeat(100);
+        let id = ChunkId::of(&data);
+        let mut c = zstd::bulk::Compressor::new(3).unwrap();
+        let (header, payload) =
+            encode_chunk_frame(vec![(id, data.len() as u32)], &data, &mut c).unwrap();
+        assert_eq!(header.codec, Codec::Zstd);
+        let mut bytes = header.encode();
+        bytes.extend_from_slice(&payload);
+        let back = FrameHeader::decode(&bytes).unwrap();
+        assert_eq!(back, header);
+        let raw = back
+            .decode_payload(&bytes[back.header_len() as usize..])
+            .unwrap();
+        assert_eq!(raw, data);
+        for i in 0..back.header_len() as usize {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x40;
+            assert!(FrameHeader::decode(&bad).is_err(), "flip at {i} undetected");
+        }
+    }
+}

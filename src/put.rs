@@ -1,0 +1,559 @@
+//! Putting a layer: decompress, hash, split, deduplicate, compress new
+//! chunks in parallel, write a pack, then commit the index.
+//!
+//! Three stages run at once: a reader thread decompresses the input and
+//! computes the digests; the calling thread splits the tar, hashes chunks
+//! (BLAKE3) and looks them up; rayon workers compress frames of new chunks.
+//! Buffers between stages are bounded (a few MiB each), so memory does not
+//! grow with the layer's size: what does grow is the per-layer bookkeeping
+//! (about 100 bytes per distinct chunk and the compressed recipe).
+//!
+//! Write order is what makes a put crash-safe: pack data is written under
+//! a temporary name, fsynced and renamed into place; only then does one
+//! SQLite transaction add the chunks and the layer. A failure at any point
+//! before the commit leaves nothing the index refers to.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet};
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use sha2::{Digest as _, Sha256};
+
+use crate::chunker::Cdc;
+use crate::digest::{ChunkId, Digest};
+use crate::error::{Error, Result};
+use crate::index::{Index, NewFrame, NewLayer, NewPack};
+use crate::input::{Compression, LayerStream};
+use crate::pack::{self, FinishedPack, FrameHeader, FrameKind, PackWriter};
+use crate::recipe::RecipeWriter;
+use crate::split::{Piece, Splitter};
+
+/// Size of the buffers the reader thread hands to the splitter.
+const READ_BLOCK: usize = 1 << 20;
+/// Buffers in flight between reader and splitter.
+const READ_QUEUE: usize = 4;
+/// A pack is closed and a new one started past this size.
+const PACK_SIZE_LIMIT: u64 = 1 << 30;
+
+/// Options for [`crate::Store::put_layer_with`].
+#[derive(Default)]
+pub struct PutOptions<'a> {
+    /// Name of the input for error messages (a path, `stdin`, ...).
+    pub source_name: Option<String>,
+    /// Refuse layers whose uncompressed size exceeds this many bytes
+    /// (protects against decompression bombs). None: no limit.
+    pub max_uncompressed: Option<u64>,
+    /// Called now and then with the number of raw input bytes read so far.
+    pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
+}
+
+/// What a put did.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct LayerInfo {
+    /// The layer's DiffID: sha256 of the uncompressed tar.
+    pub digest: Digest,
+    /// Uncompressed size in bytes.
+    pub size: u64,
+    /// Compression of the input.
+    pub compression: Compression,
+    /// sha256 of the input as given, when it was compressed.
+    pub compressed_digest: Option<Digest>,
+    /// Size of the input as given.
+    pub input_size: u64,
+    /// Bytes the store's packs grew by.
+    pub added_bytes: u64,
+    /// Chunk references in the layer's recipe.
+    pub chunks: u64,
+    /// Chunks this put stored for the first time.
+    pub new_chunks: u64,
+    /// False when the layer was already in the store (it is pinned again).
+    pub new_layer: bool,
+}
+
+/// What the reader thread learned.
+struct ReadOutcome {
+    diff_id: Digest,
+    size: u64,
+    compression: Compression,
+    compressed_digest: Option<Digest>,
+    input_size: u64,
+}
+
+/// Settings a put needs from the store.
+pub(crate) struct PutContext<'s> {
+    pub packs_dir: PathBuf,
+    pub cdc: Cdc,
+    pub zstd_level: i32,
+    pub frame_target: usize,
+    pub index: &'s mut Index,
+}
+
+pub(crate) fn put_layer<R: Read + Send>(
+    ctx: PutContext<'_>,
+    input: R,
+    opts: &PutOptions<'_>,
+) -> Result<LayerInfo> {
+    let name = opts
+        .source_name
+        .clone()
+        .unwrap_or_else(|| "layer input".to_string());
+    let (data_tx, data_rx) = bounded::<io::Result<Vec<u8>>>(READ_QUEUE);
+    let (free_tx, free_rx) = bounded::<Vec<u8>>(READ_QUEUE + 2);
+    let max = opts.max_uncompressed;
+    let progress = opts.progress;
+
+    std::thread::scope(|scope| {
+        let reader_name = name.clone();
+        let reader =
+            scope.spawn(move || read_input(input, &reader_name, max, progress, data_tx, free_rx));
+        let source = ChannelReader {
+            rx: data_rx,
+            current: Vec::new(),
+            pos: 0,
+            free: free_tx,
+        };
+        let split_result = split_and_store(&ctx, source);
+        let read_result = reader
+            .join()
+            .map_err(|_| Error::Corrupt("input reader thread panicked".into()))?;
+        // The reader's error explains a split failure caused by bad input.
+        let outcome = read_result?;
+        let mut stored = split_result?;
+        finish_put(ctx, outcome, &mut stored)
+    })
+}
+
+fn read_input<R: Read>(
+    input: R,
+    name: &str,
+    max: Option<u64>,
+    progress: Option<&(dyn Fn(u64) + Sync)>,
+    tx: Sender<io::Result<Vec<u8>>>,
+    free: Receiver<Vec<u8>>,
+) -> Result<ReadOutcome> {
+    let fail = |tx: &Sender<io::Result<Vec<u8>>>, err: Error| {
+        let _ = tx.send(Err(io::Error::other("input failed")));
+        Err(err)
+    };
+    let mut stream = match LayerStream::open(input) {
+        Ok(s) => s,
+        Err(e) => return fail(&tx, Error::io(format!("reading {name}"), e)),
+    };
+    let compression = stream.compression();
+    let tap = stream.tap_state();
+    let describe = |e: io::Error, decoded: u64| -> Error {
+        if tap.read_failed.load(Ordering::Relaxed) {
+            Error::io(format!("reading {name}"), e)
+        } else {
+            Error::InvalidInput {
+                source_name: name.to_string(),
+                offset: None,
+                reason: format!(
+                    "{} data is corrupt or truncated after {} input bytes ({decoded} bytes decompressed): {e}",
+                    compression.name(),
+                    tap.bytes.load(Ordering::Relaxed)
+                ),
+            }
+        }
+    };
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    loop {
+        let mut buf = free.try_recv().unwrap_or_default();
+        buf.resize(READ_BLOCK, 0);
+        let mut filled = 0;
+        while filled < buf.len() {
+            match stream.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return fail(&tx, describe(e, size + filled as u64)),
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        buf.truncate(filled);
+        hasher.update(&buf);
+        size += filled as u64;
+        if let Some(limit) = max
+            && size > limit
+        {
+            return fail(
+                &tx,
+                Error::InvalidInput {
+                    source_name: name.to_string(),
+                    offset: Some(limit),
+                    reason: format!("uncompressed layer exceeds the size limit of {limit} bytes"),
+                },
+            );
+        }
+        if let Some(p) = progress {
+            p(tap.bytes.load(Ordering::Relaxed));
+        }
+        if tx.send(Ok(buf)).is_err() {
+            // The splitter stopped; its error is the one to report.
+            return Err(Error::Corrupt("splitter stopped early".into()));
+        }
+    }
+    let (compressed_digest, input_size) = match stream.finish() {
+        Ok(v) => v,
+        Err(e) => return fail(&tx, describe(e, size)),
+    };
+    if let Some(p) = progress {
+        p(input_size);
+    }
+    Ok(ReadOutcome {
+        diff_id: Digest::from_bytes(hasher.finalize().into()),
+        size,
+        compression,
+        compressed_digest,
+        input_size,
+    })
+}
+
+/// Feeds the splitter from the reader thread's buffers.
+struct ChannelReader {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    pos: usize,
+    free: Sender<Vec<u8>>,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.current.len() {
+            match self.rx.recv() {
+                Ok(Ok(next)) => {
+                    let old = std::mem::replace(&mut self.current, next);
+                    let _ = self.free.try_send(old);
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.current.len() - self.pos);
+        out[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Result of splitting: the recipe, chunk figures and the frames written.
+struct Stored {
+    recipe: Option<RecipeWriter>,
+    chunks: u64,
+    new_chunks: u64,
+    distinct: HashSet<ChunkId>,
+    frames: FrameWriter,
+}
+
+fn split_and_store(ctx: &PutContext<'_>, source: ChannelReader) -> Result<Stored> {
+    let mut splitter = Splitter::new(source, ctx.cdc.clone());
+    let mut recipe = RecipeWriter::new()?;
+    let mut frames = FrameWriter::new(ctx.packs_dir.clone(), ctx.zstd_level, ctx.frame_target);
+    let mut distinct = HashSet::new();
+    let (mut chunks, mut new_chunks) = (0u64, 0u64);
+    loop {
+        let piece = match splitter.next_piece() {
+            Ok(Some(p)) => p,
+            Ok(None) => break,
+            // The reader thread holds the real cause; this error only stops us.
+            Err(e) => return Err(Error::io("splitting layer", e)),
+        };
+        match piece {
+            Piece::Inline(bytes) => recipe.push_inline(bytes)?,
+            Piece::Chunk(bytes) => {
+                let id = ChunkId::of(bytes);
+                recipe.push_chunk(&id, bytes.len() as u32)?;
+                chunks += 1;
+                if distinct.insert(id) && !ctx.index.has_chunk(&id)? {
+                    frames.add(id, bytes)?;
+                    new_chunks += 1;
+                }
+            }
+        }
+    }
+    frames.flush()?;
+    Ok(Stored {
+        recipe: Some(recipe),
+        chunks,
+        new_chunks,
+        distinct,
+        frames,
+    })
+}
+
+fn finish_put(ctx: PutContext<'_>, read: ReadOutcome, stored: &mut Stored) -> Result<LayerInfo> {
+    let recipe = stored
+        .recipe
+        .take()
+        .ok_or_else(|| Error::Corrupt("recipe taken twice".into()))?;
+    if recipe.total_len() != read.size {
+        return Err(Error::Corrupt(format!(
+            "split {} bytes but read {}",
+            recipe.total_len(),
+            read.size
+        )));
+    }
+    let exists = ctx.index.layer(&read.diff_id)?.is_some();
+    let recipe_frame = if exists {
+        None
+    } else {
+        Some(
+            stored
+                .frames
+                .write_recipe(read.diff_id, read.size, recipe.finish()?)?,
+        )
+    };
+    let packs = stored.frames.finish()?;
+    let added_bytes = packs.iter().map(|p| p.size).sum();
+    let alias = read.compressed_digest.map(|d| {
+        (
+            d,
+            read.compression.media_type().to_string(),
+            read.input_size,
+        )
+    });
+    let layer = NewLayer {
+        digest: read.diff_id,
+        size: read.size,
+        recipe_frame,
+        chunk_count: stored.chunks,
+        distinct_chunks: stored.distinct.iter().copied().collect(),
+        alias,
+    };
+    let new_layer = match ctx.index.commit_put(&packs, &layer) {
+        Ok(added) => added,
+        Err(e) => {
+            // Nothing refers to these packs; remove them rather than leave
+            // them for gc.
+            for p in &packs {
+                let _ = std::fs::remove_file(ctx.packs_dir.join(&p.name));
+            }
+            return Err(e);
+        }
+    };
+    Ok(LayerInfo {
+        digest: read.diff_id,
+        size: read.size,
+        compression: read.compression,
+        compressed_digest: read.compressed_digest,
+        input_size: read.input_size,
+        added_bytes,
+        chunks: stored.chunks,
+        new_chunks: if new_layer { stored.new_chunks } else { 0 },
+        new_layer,
+    })
+}
+
+thread_local! {
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+}
+
+fn compress_frame(
+    level: i32,
+    chunks: Vec<(ChunkId, u32)>,
+    raw: &[u8],
+) -> Result<(FrameHeader, Vec<u8>)> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().map(|(l, _)| *l) != Some(level) {
+            let c = zstd::bulk::Compressor::new(level)
+                .map_err(|e| Error::io("creating zstd compressor", e))?;
+            *slot = Some((level, c));
+        }
+        match slot.as_mut() {
+            Some((_, c)) => pack::encode_chunk_frame(chunks, raw, c),
+            None => Err(Error::Corrupt("compressor missing".into())),
+        }
+    })
+}
+
+type FrameResult = (u64, Result<(FrameHeader, Vec<u8>)>);
+
+/// Groups new chunks into frames, compresses them on rayon workers, and
+/// appends them to pack files in order.
+pub(crate) struct FrameWriter {
+    packs_dir: PathBuf,
+    level: i32,
+    target: usize,
+    raw: Vec<u8>,
+    entries: Vec<(ChunkId, u32)>,
+    next_seq: u64,
+    next_write: u64,
+    in_flight: usize,
+    max_in_flight: usize,
+    done_tx: Sender<FrameResult>,
+    done_rx: Receiver<FrameResult>,
+    ready: BTreeMap<u64, (FrameHeader, Vec<u8>)>,
+    writer: Option<PackWriter>,
+    current_frames: Vec<NewFrame>,
+    finished: Vec<NewPack>,
+}
+
+impl FrameWriter {
+    pub(crate) fn new(packs_dir: PathBuf, level: i32, target: usize) -> Self {
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        FrameWriter {
+            packs_dir,
+            level,
+            target,
+            raw: Vec::with_capacity(target + (256 << 10)),
+            entries: Vec::new(),
+            next_seq: 0,
+            next_write: 0,
+            in_flight: 0,
+            max_in_flight: rayon::current_num_threads() * 2 + 1,
+            done_tx,
+            done_rx,
+            ready: BTreeMap::new(),
+            writer: None,
+            current_frames: Vec::new(),
+            finished: Vec::new(),
+        }
+    }
+
+    /// Adds a new chunk; compresses a frame once enough has gathered.
+    pub(crate) fn add(&mut self, id: ChunkId, bytes: &[u8]) -> Result<()> {
+        self.entries.push((id, bytes.len() as u32));
+        self.raw.extend_from_slice(bytes);
+        if self.raw.len() >= self.target {
+            self.dispatch()?;
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self) -> Result<()> {
+        if self.entries.is_empty() {
+            return Ok(());
+        }
+        while self.in_flight >= self.max_in_flight {
+            self.receive_one()?;
+        }
+        let raw = std::mem::replace(&mut self.raw, Vec::with_capacity(self.target + (256 << 10)));
+        let entries = std::mem::take(&mut self.entries);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let tx = self.done_tx.clone();
+        let level = self.level;
+        rayon::spawn(move || {
+            let result = compress_frame(level, entries, &raw);
+            let _ = tx.send((seq, result));
+        });
+        self.in_flight += 1;
+        while let Ok((seq, result)) = self.done_rx.try_recv() {
+            self.accept(seq, result)?;
+        }
+        Ok(())
+    }
+
+    fn receive_one(&mut self) -> Result<()> {
+        let (seq, result) = self
+            .done_rx
+            .recv()
+            .map_err(|_| Error::Corrupt("compression worker vanished".into()))?;
+        self.accept(seq, result)
+    }
+
+    fn accept(&mut self, seq: u64, result: Result<(FrameHeader, Vec<u8>)>) -> Result<()> {
+        self.in_flight -= 1;
+        self.ready.insert(seq, result?);
+        while let Some((header, payload)) = self.ready.remove(&self.next_write) {
+            self.next_write += 1;
+            self.append(header, &payload)?;
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, header: FrameHeader, payload: &[u8]) -> Result<(usize, usize)> {
+        if self
+            .writer
+            .as_ref()
+            .is_some_and(|w| w.len() >= PACK_SIZE_LIMIT)
+        {
+            self.close_pack()?;
+        }
+        if self.writer.is_none() {
+            self.writer = Some(PackWriter::create(&self.packs_dir)?);
+        }
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| Error::Corrupt("no pack writer".into()))?;
+        let offset = writer.append(&header, payload)?;
+        let mut chunk_offset = 0u64;
+        let chunks = header
+            .chunks
+            .iter()
+            .map(|(id, len)| {
+                let at = chunk_offset;
+                chunk_offset += u64::from(*len);
+                (*id, at, *len)
+            })
+            .collect();
+        self.current_frames.push(NewFrame {
+            offset,
+            total_len: header.total_len(),
+            raw_len: header.raw_len,
+            stored_len: header.stored_len,
+            kind: header.kind as u8,
+            chunks,
+        });
+        Ok((self.finished.len(), self.current_frames.len() - 1))
+    }
+
+    fn close_pack(&mut self) -> Result<()> {
+        if let Some(writer) = self.writer.take() {
+            let FinishedPack { name, size } = writer.finish()?;
+            self.finished.push(NewPack {
+                name,
+                size,
+                frames: std::mem::take(&mut self.current_frames),
+            });
+        }
+        Ok(())
+    }
+
+    /// Compresses what is pending and waits for every frame to be written.
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        self.dispatch()?;
+        while self.in_flight > 0 {
+            self.receive_one()?;
+        }
+        Ok(())
+    }
+
+    /// Appends a recipe frame; returns its (pack, frame) position.
+    pub(crate) fn write_recipe(
+        &mut self,
+        diff_id: Digest,
+        size: u64,
+        recipe: Vec<u8>,
+    ) -> Result<(usize, usize)> {
+        self.flush()?;
+        let (header, payload) = pack::encode_recipe_frame(diff_id, size, recipe);
+        debug_assert_eq!(header.kind, FrameKind::Recipe);
+        self.append(header, &payload)
+    }
+
+    /// Makes every pack durable and returns them for the index.
+    pub(crate) fn finish(&mut self) -> Result<Vec<NewPack>> {
+        self.flush()?;
+        self.close_pack()?;
+        Ok(std::mem::take(&mut self.finished))
+    }
+}
+
+impl Drop for FrameWriter {
+    fn drop(&mut self) {
+        // Packs finished but never handed to the index are unreferenced.
+        for pack in &self.finished {
+            let _ = std::fs::remove_file(self.packs_dir.join(&pack.name));
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! The [`Store`]: a directory holding packs and the index, and every
+//! operation on it.
+//!
+//! ```text
+//! STORE/
+//!   index.db          SQLite index (WAL), format version and settings
+//!   packs/*.pack      append-only pack files
+//!   lock              flock(2): shared for put/get, exclusive for gc sweeps
+//! ```
+//!
+//! A `Store` value is cheap and thread-safe: each operation opens its own
+//! index connection, so threads and processes may share one store.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::chunker::{Cdc, ChunkParams};
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+use crate::get;
+use crate::index::{Index, LayerListing, LayerRow};
+use crate::pack;
+use crate::put::{self, LayerInfo, PutContext, PutOptions};
+
+/// On-disk format version of a store (index schema, pack and recipe formats).
+pub const FORMAT_VERSION: u32 = 1;
+/// Name of the chunking algorithm recorded in the store.
+const CHUNKER: &str = "fastcdc-5.0.0-v2020";
+
+/// Settings fixed when a store is created.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StoreConfig {
+    /// FastCDC sizes.
+    pub chunk: ChunkParams,
+    /// zstd level for chunk frames.
+    pub zstd_level: i32,
+    /// Uncompressed bytes gathered into one frame before compressing.
+    pub frame_target: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            chunk: ChunkParams::default(),
+            zstd_level: 3,
+            frame_target: 1 << 20,
+        }
+    }
+}
+
+/// What `get` wrote.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct GetInfo {
+    /// The layer's DiffID.
+    pub digest: Digest,
+    /// Bytes written.
+    pub size: u64,
+    /// The compressed-blob digest that was asked for, when it was one.
+    pub via_alias: Option<Digest>,
+}
+
+/// A stored layer, as listed.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LayerSummary {
+    /// DiffID.
+    pub digest: Digest,
+    /// Uncompressed size.
+    pub size: u64,
+    /// Pack bytes attributable to this layer (chunks it shares with other
+    /// layers are split evenly between them), including its recipe.
+    pub stored_share: u64,
+    /// When it was first stored, Unix seconds.
+    pub created: i64,
+    /// Put directly and not removed.
+    pub pinned: bool,
+    /// Chunk references in its recipe.
+    pub chunks: u64,
+    /// Digests of compressed blobs recorded as this layer.
+    pub compressed_digests: Vec<Digest>,
+}
+
+/// Figures for the whole store.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StoreStats {
+    /// Layers stored.
+    pub layers: u64,
+    /// Sum of the layers' uncompressed sizes.
+    pub logical_bytes: u64,
+    /// Bytes on disk: packs, index and everything else in the directory.
+    pub stored_bytes: u64,
+    /// Bytes of pack files.
+    pub pack_bytes: u64,
+    /// Distinct chunks.
+    pub chunks: u64,
+    /// Uncompressed bytes of distinct chunks.
+    pub unique_chunk_bytes: u64,
+    /// Pack files.
+    pub packs: u64,
+    /// Compressed-blob aliases.
+    pub aliases: u64,
+    /// `logical_bytes / stored_bytes` (0 for an empty store).
+    pub dedup_ratio: f64,
+}
+
+/// A layer store in a directory.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// use layerstore::Store;
+/// let store = Store::open(dir.path().join("store"))?;
+/// let mut tar = tar::Builder::new(Vec::new());
+/// let mut header = tar::Header::new_gnu();
+/// header.set_size(5);
+/// header.set_cksum();
+/// tar.append_data(&mut header, "hello.txt", &b"hello"[..])?;
+/// let tar = tar.into_inner()?;
+///
+/// let info = store.put_layer(&tar[..])?;
+/// assert_eq!(info.digest, layerstore::Digest::of(&tar));
+/// let mut back = Vec::new();
+/// store.get_layer(&info.digest, &mut back)?;
+/// assert_eq!(back, tar);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Store {
+    root: PathBuf,
+    config: StoreConfig,
+}
+
+impl Store {
+    /// Opens the store at `path`, creating it with default settings if it
+    /// does not exist. Refuses stores of another format version.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        Self::open_with(path, &StoreConfig::default())
+    }
+
+    /// Opens the store at `path`; creates it with `config` if it is new.
+    /// An existing store keeps the settings it was created with.
+    pub fn open_with(path: impl AsRef<Path>, config: &StoreConfig) -> Result<Store> {
+        config.chunk.validate()?;
+        let root = path.as_ref().to_path_buf();
+        if root.exists() && !root.is_dir() {
+            return Err(Error::InvalidInput {
+                source_name: root.display().to_string(),
+                offset: None,
+                reason: "store path exists and is not a directory".into(),
+            });
+        }
+        fs::create_dir_all(root.join("packs"))
+            .context(|| format!("creating store directory {}", root.display()))?;
+        let initial = [
+            ("format_version", FORMAT_VERSION.to_string()),
+            ("chunker", CHUNKER.to_string()),
+            ("chunk_min", config.chunk.min_size.to_string()),
+            ("chunk_avg", config.chunk.avg_size.to_string()),
+            ("chunk_max", config.chunk.max_size.to_string()),
+            ("zstd_level", config.zstd_level.to_string()),
+            ("frame_target", config.frame_target.to_string()),
+        ];
+        let index = Index::open(&root.join("index.db"), &initial)?;
+        let unsupported = |found: String| Error::UnsupportedFormat {
+            path: root.clone(),
+            found,
+            supported: FORMAT_VERSION,
+        };
+        let format = index.meta("format_version")?.unwrap_or_default();
+        if format != FORMAT_VERSION.to_string() {
+            return Err(unsupported(format));
+        }
+        let chunker = index.meta("chunker")?.unwrap_or_default();
+        if chunker != CHUNKER {
+            return Err(unsupported(format!("{format} with chunker {chunker:?}")));
+        }
+        let number = |key: &str| -> Result<i64> {
+            index
+                .meta(key)?
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| Error::Corrupt(format!("store setting {key} is missing or invalid")))
+        };
+        let stored = StoreConfig {
+            chunk: ChunkParams {
+                min_size: number("chunk_min")? as u32,
+                avg_size: number("chunk_avg")? as u32,
+                max_size: number("chunk_max")? as u32,
+            },
+            zstd_level: number("zstd_level")? as i32,
+            frame_target: number("frame_target")? as u32,
+        };
+        stored.chunk.validate()?;
+        Ok(Store {
+            root,
+            config: stored,
+        })
+    }
+
+    /// The default store directory: `$LAYERSTORE_DIR`, else
+    /// `$XDG_DATA_HOME/layerstore`, else `~/.local/share/layerstore`.
+    pub fn default_path() -> Option<PathBuf> {
+        let non_empty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        if let Some(dir) = non_empty("LAYERSTORE_DIR") {
+            return Some(PathBuf::from(dir));
+        }
+        if let Some(data) = non_empty("XDG_DATA_HOME") {
+            return Some(PathBuf::from(data).join("layerstore"));
+        }
+        non_empty("HOME").map(|home| PathBuf::from(home).join(".local/share/layerstore"))
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// The settings the store was created with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    pub(crate) fn index(&self) -> Result<Index> {
+        Index::open(&self.root.join("index.db"), &[])
+    }
+
+    pub(crate) fn packs_dir(&self) -> PathBuf {
+        self.root.join("packs")
+    }
+
+    /// Takes the store lock shared (puts and gets) until the file is dropped.
+    pub(crate) fn lock_shared(&self) -> Result<File> {
+        let path = self.root.join("lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .context(|| format!("opening lock file {}", path.display()))?;
+        file.lock_shared()
+            .context(|| format!("locking {}", path.display()))?;
+        Ok(file)
+    }
+
+    /// Stores one layer (plain tar, gzip or zstd, detected from its first
+    /// bytes) and pins it. See [`Store::put_layer_with`].
+    pub fn put_layer(&self, input: impl Read + Send) -> Result<LayerInfo> {
+        self.put_layer_with(input, &PutOptions::default())
+    }
+
+    /// Stores one layer with options (input name for errors, a size limit,
+    /// progress). The DiffID is computed here, never taken from the input.
+    /// On error nothing is added to the store.
+    pub fn put_layer_with(
+        &self,
+        input: impl Read + Send,
+        opts: &PutOptions<'_>,
+    ) -> Result<LayerInfo> {
+        let _lock = self.lock_shared()?;
+        let mut index = self.index()?;
+        let ctx = PutContext {
+            packs_dir: self.packs_dir(),
+            cdc: Cdc::new(self.config.chunk),
+            zstd_level: self.config.zstd_level,
+            frame_target: self.config.frame_target as usize,
+            index: &mut index,
+        };
+        put::put_layer(ctx, input, opts)
+    }
+
+    /// Stores the layer in the file at `path`; errors name the file.
+    pub fn put_layer_file(&self, path: impl AsRef<Path>) -> Result<LayerInfo> {
+        let path = path.as_ref();
+        let file = File::open(path).context(|| format!("opening {}", path.display()))?;
+        self.put_layer_with(
+            file,
+            &PutOptions {
+                source_name: Some(path.display().to_string()),
+                ..PutOptions::default()
+            },
+        )
+    }
+
+    fn resolve(&self, index: &Index, digest: &Digest) -> Result<(LayerRow, Option<Digest>)> {
+        if let Some(row) = index.layer(digest)? {
+            return Ok((row, None));
+        }
+        if let Some(row) = index.layer_by_alias(digest)? {
+            return Ok((row, Some(*digest)));
+        }
+        Err(Error::NotFound {
+            what: format!("layer {digest}"),
+        })
+    }
+
+    /// Writes the uncompressed tar of the layer named by `digest` (its
+    /// DiffID or a recorded compressed digest) to `out`. Every chunk and
+    /// the whole layer are checked on the way; on error the bytes written
+    /// so far are a correct prefix, never wrong data.
+    pub fn get_layer(&self, digest: &Digest, mut out: impl Write) -> Result<GetInfo> {
+        self.get_layer_with(digest, &mut out, None)
+    }
+
+    /// [`Store::get_layer`] with a progress callback (bytes written so far).
+    pub fn get_layer_with(
+        &self,
+        digest: &Digest,
+        out: &mut dyn Write,
+        progress: Option<&(dyn Fn(u64) + Sync)>,
+    ) -> Result<GetInfo> {
+        let _lock = self.lock_shared()?;
+        let index = self.index()?;
+        let (row, via_alias) = self.resolve(&index, digest)?;
+        let size = get::write_layer(index, &self.packs_dir(), &row, out, progress)?;
+        Ok(GetInfo {
+            digest: row.digest,
+            size,
+            via_alias,
+        })
+    }
+
+    /// Writes a layer to the file at `path`, atomically: the file appears
+    /// complete and verified, or not at all.
+    pub fn get_layer_to_path(
+        &self,
+        digest: &Digest,
+        path: impl AsRef<Path>,
+        progress: Option<&(dyn Fn(u64) + Sync)>,
+    ) -> Result<GetInfo> {
+        let path = path.as_ref();
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "layer".into());
+        let tmp = dir.join(format!(".{file_name}.{}.tmp", pack::random_hex(6)));
+        let result = (|| {
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .context(|| format!("creating {}", tmp.display()))?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+            let info = self.get_layer_with(digest, &mut out, progress)?;
+            let file = out
+                .into_inner()
+                .map_err(|e| Error::io(format!("writing {}", tmp.display()), e.into_error()))?;
+            file.sync_all()
+                .context(|| format!("syncing {}", tmp.display()))?;
+            fs::rename(&tmp, path).context(|| format!("renaming to {}", path.display()))?;
+            Ok(info)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Looks a layer up by DiffID or compressed digest.
+    pub fn layer(&self, digest: &Digest) -> Result<LayerSummary> {
+        let index = self.index()?;
+        let (row, _) = self.resolve(&index, digest)?;
+        summaries(index.list_layers(Some(&row.digest))?)
+            .pop()
+            .ok_or_else(|| Error::NotFound {
+                what: format!("layer {digest}"),
+            })
+    }
+
+    /// All layers, oldest first.
+    pub fn layers(&self) -> Result<Vec<LayerSummary>> {
+        Ok(summaries(self.index()?.list_layers(None)?))
+    }
+
+    /// Unpins a layer (named by DiffID or compressed digest) and removes it
+    /// from the listing; the space it alone used comes back at the next gc.
+    pub fn remove_layer(&self, digest: &Digest) -> Result<Digest> {
+        let mut index = self.index()?;
+        let (row, _) = self.resolve(&index, digest)?;
+        if !index.remove_layer(&row.digest)? {
+            return Err(Error::NotFound {
+                what: format!("layer {digest}"),
+            });
+        }
+        Ok(row.digest)
+    }
+
+    /// Figures for the whole store.
+    pub fn stats(&self) -> Result<StoreStats> {
+        let s = self.index()?.stats()?;
+        let stored_bytes = dir_size(&self.root)?;
+        let pack_bytes = dir_size(&self.packs_dir())?;
+        Ok(StoreStats {
+            layers: s.layers,
+            logical_bytes: s.logical_bytes,
+            stored_bytes,
+            pack_bytes,
+            chunks: s.chunks,
+            unique_chunk_bytes: s.unique_chunk_bytes,
+            packs: s.packs,
+            aliases: s.aliases,
+            dedup_ratio: if stored_bytes == 0 {
+                0.0
+            } else {
+                s.logical_bytes as f64 / stored_bytes as f64
+            },
+        })
+    }
+}
+
+fn summaries(listing: Vec<LayerListing>) -> Vec<LayerSummary> {
+    listing
+        .into_iter()
+        .map(|l| LayerSummary {
+            digest: l.row.digest,
+            size: l.row.size,
+            stored_share: l.stored_share.round() as u64,
+            created: l.row.created,
+            pinned: l.row.pinned,
+            chunks: l.row.chunk_count,
+            compressed_digests: l.aliases,
+        })
+        .collect()
+}
+
+/// Bytes of regular files under `dir`, recursively.
+fn dir_size(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in fs::read_dir(dir).context(|| format!("listing {}", dir.display()))? {
+        let entry = entry.context(|| format!("listing {}", dir.display()))?;
+        let meta = entry
+            .metadata()
+            .context(|| format!("reading {}", entry.path().display()))?;
+        if meta.is_dir() {
+            total += dir_size(&entry.path())?;
+        } else if meta.is_file() {
+            total += meta.len();
+        }
+    }
+    Ok(total)
+}
