@@ -66,6 +66,65 @@ CREATE TABLE aliases(
     media_type TEXT NOT NULL,
     size INTEGER NOT NULL
 );
+CREATE TABLE blobs(
+    digest TEXT PRIMARY KEY,
+    media_type TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE manifests(
+    digest TEXT PRIMARY KEY,
+    config TEXT NOT NULL,
+    platform TEXT
+);
+CREATE TABLE manifest_layers(
+    manifest TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    layer INTEGER NOT NULL REFERENCES layers(id),
+    media_type TEXT NOT NULL,
+    blob_digest TEXT NOT NULL,
+    blob_size INTEGER NOT NULL,
+    PRIMARY KEY(manifest, position)
+) WITHOUT ROWID;
+CREATE INDEX manifest_layers_by_layer ON manifest_layers(layer);
+CREATE TABLE index_children(
+    parent TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    child TEXT NOT NULL,
+    PRIMARY KEY(parent, position)
+) WITHOUT ROWID;
+CREATE TABLE images(
+    name TEXT PRIMARY KEY,
+    target TEXT NOT NULL,
+    created INTEGER NOT NULL
+);
+";
+
+/// Deletes what no image name reaches any more: manifests, index entries,
+/// verbatim blobs, and layers that are neither pinned nor in a manifest.
+/// Chunks stay (gc reclaims them).
+const CLEANUP_UNREFERENCED: &str = "
+WITH RECURSIVE live(d) AS (
+    SELECT target FROM images
+    UNION SELECT c.child FROM index_children c JOIN live ON c.parent = live.d)
+DELETE FROM manifests WHERE digest NOT IN (SELECT d FROM live);
+DELETE FROM manifest_layers WHERE manifest NOT IN (SELECT digest FROM manifests);
+WITH RECURSIVE live(d) AS (
+    SELECT target FROM images
+    UNION SELECT c.child FROM index_children c JOIN live ON c.parent = live.d)
+DELETE FROM index_children WHERE parent NOT IN (SELECT d FROM live);
+WITH RECURSIVE live(d) AS (
+    SELECT target FROM images
+    UNION SELECT c.child FROM index_children c JOIN live ON c.parent = live.d)
+DELETE FROM blobs WHERE digest NOT IN (SELECT d FROM live)
+    AND digest NOT IN (SELECT config FROM manifests);
+CREATE TEMP TABLE IF NOT EXISTS dead_layers(id INTEGER PRIMARY KEY);
+DELETE FROM temp.dead_layers;
+INSERT INTO temp.dead_layers SELECT id FROM layers
+    WHERE pinned = 0 AND id NOT IN (SELECT layer FROM manifest_layers);
+DELETE FROM aliases WHERE layer IN (SELECT id FROM temp.dead_layers);
+DELETE FROM layer_chunks WHERE layer IN (SELECT id FROM temp.dead_layers);
+DELETE FROM layers WHERE id IN (SELECT id FROM temp.dead_layers);
+DELETE FROM temp.dead_layers;
 ";
 
 /// Where a frame is.
@@ -168,6 +227,49 @@ pub struct NewLayer {
     pub alias: Option<(Digest, String, u64)>,
 }
 
+/// A stored manifest.
+#[derive(Clone, Debug)]
+pub struct ManifestRecord {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its config blob.
+    pub config: Digest,
+    /// `os/arch[/variant]`, when an index named it.
+    pub platform: Option<String>,
+    /// Its layers, base first.
+    pub layers: Vec<ManifestLayer>,
+}
+
+/// One layer of a manifest.
+#[derive(Clone, Debug)]
+pub struct ManifestLayer {
+    /// DiffID.
+    pub diff_id: Digest,
+    /// Uncompressed size.
+    pub size: u64,
+    /// Media type as the manifest lists it.
+    pub media_type: String,
+    /// Blob digest as the manifest lists it.
+    pub blob_digest: Digest,
+    /// Blob size as the manifest lists it.
+    pub blob_size: u64,
+}
+
+/// Everything one image import adds, committed at once.
+#[derive(Default)]
+pub struct NewImport<'a> {
+    /// Layer puts (packs, layer).
+    pub puts: Vec<(&'a [NewPack], &'a NewLayer)>,
+    /// Verbatim blobs: digest, media type, bytes.
+    pub blobs: Vec<(Digest, String, Vec<u8>)>,
+    /// Manifests.
+    pub manifests: Vec<ManifestRecord>,
+    /// Index digest -> entries imported, in order.
+    pub index_children: Vec<(Digest, Vec<Digest>)>,
+    /// Image names -> target digest.
+    pub names: Vec<(String, Digest)>,
+}
+
 /// Counts for `stat`.
 #[derive(Clone, Debug, Default)]
 pub struct IndexStats {
@@ -185,6 +287,8 @@ pub struct IndexStats {
     pub pack_bytes: u64,
     /// Compressed-blob aliases.
     pub aliases: u64,
+    /// Image names.
+    pub images: u64,
 }
 
 /// An open index connection.
@@ -399,99 +503,7 @@ impl Index {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let created = now();
-        let mut frame_ids: Vec<Vec<i64>> = Vec::with_capacity(packs.len());
-        {
-            let mut insert_pack =
-                tx.prepare_cached("INSERT INTO packs(name, size, created) VALUES (?1, ?2, ?3)")?;
-            let mut insert_frame = tx.prepare_cached(
-                "INSERT INTO frames(pack, offset, total_len, raw_len, stored_len, kind)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            let mut insert_chunk = tx.prepare_cached(
-                "INSERT OR IGNORE INTO chunks(hash, frame, offset, len) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for pack in packs {
-                insert_pack.execute(params![pack.name, pack.size, created])?;
-                let pack_id = tx.last_insert_rowid();
-                let mut ids = Vec::with_capacity(pack.frames.len());
-                for frame in &pack.frames {
-                    insert_frame.execute(params![
-                        pack_id,
-                        frame.offset,
-                        frame.total_len,
-                        frame.raw_len,
-                        frame.stored_len,
-                        frame.kind
-                    ])?;
-                    let frame_id = tx.last_insert_rowid();
-                    ids.push(frame_id);
-                    for (id, offset, len) in &frame.chunks {
-                        insert_chunk.execute(params![&id.0[..], frame_id, offset, len])?;
-                    }
-                }
-                frame_ids.push(ids);
-            }
-        }
-        let existing: Option<i64> = tx
-            .query_row(
-                "SELECT id FROM layers WHERE digest = ?1",
-                [layer.digest.to_string()],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let (layer_id, added) = match (existing, layer.recipe_frame) {
-            (Some(id), _) => {
-                tx.execute("UPDATE layers SET pinned = 1 WHERE id = ?1", [id])?;
-                (id, false)
-            }
-            (None, None) => {
-                return Err(Error::NotFound {
-                    what: format!(
-                        "layer {} (it was removed while being put again; put it once more)",
-                        layer.digest
-                    ),
-                });
-            }
-            (None, Some((p, f))) => {
-                let recipe_frame = frame_ids
-                    .get(p)
-                    .and_then(|frames| frames.get(f))
-                    .copied()
-                    .ok_or_else(|| Error::Corrupt("recipe frame missing from put".into()))?;
-                tx.execute(
-                    "INSERT INTO layers(digest, size, recipe_frame, chunk_count, pinned, created)
-                     VALUES (?1, ?2, ?3, ?4, 1, ?5)",
-                    params![
-                        layer.digest.to_string(),
-                        layer.size,
-                        recipe_frame,
-                        layer.chunk_count,
-                        created
-                    ],
-                )?;
-                let id = tx.last_insert_rowid();
-                let mut link = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO layer_chunks(layer, chunk)
-                     SELECT ?1, id FROM chunks WHERE hash = ?2",
-                )?;
-                for chunk in &layer.distinct_chunks {
-                    if link.execute(params![id, &chunk.0[..]])? != 1 {
-                        return Err(Error::Corrupt(format!(
-                            "chunk {chunk} of new layer {} vanished before commit",
-                            layer.digest
-                        )));
-                    }
-                }
-                (id, true)
-            }
-        };
-        if let Some((digest, media_type, size)) = &layer.alias {
-            tx.execute(
-                "INSERT OR REPLACE INTO aliases(digest, layer, media_type, size) VALUES (?1, ?2, ?3, ?4)",
-                params![digest.to_string(), layer_id, media_type, size],
-            )?;
-        }
+        let (_, added) = insert_put(&tx, packs, layer, true)?;
         tx.commit()?;
         Ok(added)
     }
@@ -504,8 +516,9 @@ impl Index {
         )? == 1)
     }
 
-    /// Unpins a layer and forgets it with its aliases. Its chunks stay until
-    /// gc. Returns false if no such layer.
+    /// Unpins a layer. A layer no image uses is forgotten with its aliases
+    /// (its chunks stay until gc); one that images use stays for them.
+    /// Returns false if no such layer.
     pub fn remove_layer(&mut self, digest: &Digest) -> Result<bool> {
         let tx = self
             .conn
@@ -520,11 +533,199 @@ impl Index {
         let Some(id) = id else {
             return Ok(false);
         };
+        let in_image: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM manifest_layers WHERE layer = ?1)",
+            [id],
+            |r| r.get(0),
+        )?;
+        if in_image {
+            // Images still use it: it only stops being a root of its own.
+            tx.execute("UPDATE layers SET pinned = 0 WHERE id = ?1", [id])?;
+            tx.commit()?;
+            return Ok(true);
+        }
         tx.execute("DELETE FROM aliases WHERE layer = ?1", [id])?;
         tx.execute("DELETE FROM layer_chunks WHERE layer = ?1", [id])?;
         tx.execute("DELETE FROM layers WHERE id = ?1", [id])?;
         tx.commit()?;
         Ok(true)
+    }
+
+    /// The digest an image name points at (a manifest or an index).
+    pub fn image_target(&self, name: &str) -> Result<Option<Digest>> {
+        let target: Option<String> = self
+            .conn
+            .query_row("SELECT target FROM images WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        target.map(|t| Ok(digest_from_sql(t)?)).transpose()
+    }
+
+    /// All image names with their targets and creation times, by name.
+    pub fn images(&self) -> Result<Vec<(String, Digest, i64)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, target, created FROM images ORDER BY name")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get(0)?, digest_from_sql(r.get(1)?)?, r.get(2)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// A verbatim blob (manifest, index or config): media type and bytes.
+    pub fn blob(&self, digest: &Digest) -> Result<Option<(String, Vec<u8>)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT media_type, data FROM blobs WHERE digest = ?1",
+                [digest.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// A manifest's config digest, platform and layers, if it is one.
+    pub fn manifest(&self, digest: &Digest) -> Result<Option<ManifestRecord>> {
+        let head: Option<(String, Option<String>)> = self
+            .conn
+            .query_row(
+                "SELECT config, platform FROM manifests WHERE digest = ?1",
+                [digest.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((config, platform)) = head else {
+            return Ok(None);
+        };
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT l.digest, l.size, m.media_type, m.blob_digest, m.blob_size
+             FROM manifest_layers m JOIN layers l ON l.id = m.layer
+             WHERE m.manifest = ?1 ORDER BY m.position",
+        )?;
+        let layers = stmt
+            .query_map([digest.to_string()], |r| {
+                Ok(ManifestLayer {
+                    diff_id: digest_from_sql(r.get(0)?)?,
+                    size: r.get(1)?,
+                    media_type: r.get(2)?,
+                    blob_digest: digest_from_sql(r.get(3)?)?,
+                    blob_size: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(Some(ManifestRecord {
+            digest: *digest,
+            config: digest_from_sql(config)?,
+            platform,
+            layers,
+        }))
+    }
+
+    /// The entries an index lists that were imported, in order.
+    pub fn index_children(&self, digest: &Digest) -> Result<Vec<Digest>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT child FROM index_children WHERE parent = ?1 ORDER BY position",
+        )?;
+        let rows = stmt.query_map([digest.to_string()], |r| digest_from_sql(r.get(0)?))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Points `dst` at what `src` points at. False if `src` does not exist.
+    pub fn tag_image(&mut self, src: &str, dst: &str) -> Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let changed = tx.execute(
+            "INSERT OR REPLACE INTO images(name, target, created)
+             SELECT ?2, target, ?3 FROM images WHERE name = ?1",
+            params![src, dst, now()],
+        )?;
+        tx.execute_batch(CLEANUP_UNREFERENCED)?;
+        tx.commit()?;
+        Ok(changed == 1)
+    }
+
+    /// Removes an image name and whatever only it kept. False if no such name.
+    pub fn remove_image(&mut self, name: &str) -> Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let removed = tx.execute("DELETE FROM images WHERE name = ?1", [name])?;
+        tx.execute_batch(CLEANUP_UNREFERENCED)?;
+        tx.commit()?;
+        Ok(removed == 1)
+    }
+
+    /// Commits a whole image import in one transaction: the layers' puts,
+    /// the verbatim blobs, manifests, index entries and names.
+    pub fn commit_import(&mut self, import: &NewImport<'_>) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (packs, layer) in &import.puts {
+            insert_put(&tx, packs, layer, false)?;
+        }
+        for (digest, media_type, data) in &import.blobs {
+            tx.execute(
+                "INSERT OR IGNORE INTO blobs(digest, media_type, data) VALUES (?1, ?2, ?3)",
+                params![digest.to_string(), media_type, data],
+            )?;
+        }
+        for m in &import.manifests {
+            tx.execute(
+                "INSERT OR REPLACE INTO manifests(digest, config, platform) VALUES (?1, ?2, ?3)",
+                params![m.digest.to_string(), m.config.to_string(), m.platform],
+            )?;
+            tx.execute(
+                "DELETE FROM manifest_layers WHERE manifest = ?1",
+                [m.digest.to_string()],
+            )?;
+            for (position, l) in m.layers.iter().enumerate() {
+                let inserted = tx.execute(
+                    "INSERT INTO manifest_layers(manifest, position, layer, media_type, blob_digest, blob_size)
+                     SELECT ?1, ?2, id, ?3, ?4, ?5 FROM layers WHERE digest = ?6",
+                    params![
+                        m.digest.to_string(),
+                        position as i64,
+                        l.media_type,
+                        l.blob_digest.to_string(),
+                        l.blob_size,
+                        l.diff_id.to_string()
+                    ],
+                )?;
+                if inserted != 1 {
+                    return Err(Error::NotFound {
+                        what: format!(
+                            "layer {} of manifest {} (it was removed during the import; import again)",
+                            l.diff_id, m.digest
+                        ),
+                    });
+                }
+            }
+        }
+        for (parent, children) in &import.index_children {
+            tx.execute(
+                "DELETE FROM index_children WHERE parent = ?1",
+                [parent.to_string()],
+            )?;
+            for (position, child) in children.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO index_children(parent, position, child) VALUES (?1, ?2, ?3)",
+                    params![parent.to_string(), position as i64, child.to_string()],
+                )?;
+            }
+        }
+        let created = now();
+        for (name, target) in &import.names {
+            tx.execute(
+                "INSERT OR REPLACE INTO images(name, target, created) VALUES (?1, ?2, ?3)",
+                params![name, target.to_string(), created],
+            )?;
+        }
+        tx.execute_batch(CLEANUP_UNREFERENCED)?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Counts for `stat`.
@@ -537,7 +738,8 @@ impl Index {
                (SELECT COALESCE(SUM(len), 0) FROM chunks),
                (SELECT COUNT(*) FROM packs),
                (SELECT COALESCE(SUM(size), 0) FROM packs),
-               (SELECT COUNT(*) FROM aliases)",
+               (SELECT COUNT(*) FROM aliases),
+               (SELECT COUNT(*) FROM images)",
             [],
             |r| {
                 Ok(IndexStats {
@@ -548,8 +750,117 @@ impl Index {
                     packs: r.get(4)?,
                     pack_bytes: r.get(5)?,
                     aliases: r.get(6)?,
+                    images: r.get(7)?,
                 })
             },
         )?)
     }
+}
+
+/// Inserts one put's packs, frames, chunks, layer and alias inside `tx`.
+/// `pin` marks the layer as put directly (a root for gc). Returns the
+/// layer's row id and whether it is new.
+pub(crate) fn insert_put(
+    tx: &rusqlite::Transaction<'_>,
+    packs: &[NewPack],
+    layer: &NewLayer,
+    pin: bool,
+) -> Result<(i64, bool)> {
+    let created = now();
+    let mut frame_ids: Vec<Vec<i64>> = Vec::with_capacity(packs.len());
+    {
+        let mut insert_pack =
+            tx.prepare_cached("INSERT INTO packs(name, size, created) VALUES (?1, ?2, ?3)")?;
+        let mut insert_frame = tx.prepare_cached(
+            "INSERT INTO frames(pack, offset, total_len, raw_len, stored_len, kind)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut insert_chunk = tx.prepare_cached(
+            "INSERT OR IGNORE INTO chunks(hash, frame, offset, len) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for pack in packs {
+            insert_pack.execute(params![pack.name, pack.size, created])?;
+            let pack_id = tx.last_insert_rowid();
+            let mut ids = Vec::with_capacity(pack.frames.len());
+            for frame in &pack.frames {
+                insert_frame.execute(params![
+                    pack_id,
+                    frame.offset,
+                    frame.total_len,
+                    frame.raw_len,
+                    frame.stored_len,
+                    frame.kind
+                ])?;
+                let frame_id = tx.last_insert_rowid();
+                ids.push(frame_id);
+                for (id, offset, len) in &frame.chunks {
+                    insert_chunk.execute(params![&id.0[..], frame_id, offset, len])?;
+                }
+            }
+            frame_ids.push(ids);
+        }
+    }
+    let existing: Option<i64> = tx
+        .query_row(
+            "SELECT id FROM layers WHERE digest = ?1",
+            [layer.digest.to_string()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let (layer_id, added) = match (existing, layer.recipe_frame) {
+        (Some(id), _) => {
+            if pin {
+                tx.execute("UPDATE layers SET pinned = 1 WHERE id = ?1", [id])?;
+            }
+            (id, false)
+        }
+        (None, None) => {
+            return Err(Error::NotFound {
+                what: format!(
+                    "layer {} (it was removed while being put again; put it once more)",
+                    layer.digest
+                ),
+            });
+        }
+        (None, Some((p, f))) => {
+            let recipe_frame = frame_ids
+                .get(p)
+                .and_then(|frames| frames.get(f))
+                .copied()
+                .ok_or_else(|| Error::Corrupt("recipe frame missing from put".into()))?;
+            tx.execute(
+                "INSERT INTO layers(digest, size, recipe_frame, chunk_count, pinned, created)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    layer.digest.to_string(),
+                    layer.size,
+                    recipe_frame,
+                    layer.chunk_count,
+                    pin,
+                    created
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            let mut link = tx.prepare_cached(
+                "INSERT OR IGNORE INTO layer_chunks(layer, chunk)
+                 SELECT ?1, id FROM chunks WHERE hash = ?2",
+            )?;
+            for chunk in &layer.distinct_chunks {
+                if link.execute(params![id, &chunk.0[..]])? != 1 {
+                    return Err(Error::Corrupt(format!(
+                        "chunk {chunk} of new layer {} vanished before commit",
+                        layer.digest
+                    )));
+                }
+            }
+            (id, true)
+        }
+    };
+    if let Some((digest, media_type, size)) = &layer.alias {
+        tx.execute(
+            "INSERT OR REPLACE INTO aliases(digest, layer, media_type, size) VALUES (?1, ?2, ?3, ?4)",
+            params![digest.to_string(), layer_id, media_type, size],
+        )?;
+    }
+    Ok((layer_id, added))
 }

@@ -91,11 +91,69 @@ pub(crate) struct PutContext<'s> {
     pub index: &'s mut Index,
 }
 
+/// State shared by the puts of one import, so that they deduplicate
+/// against each other before any of them is committed.
+#[derive(Default)]
+pub(crate) struct PutSession {
+    /// Chunks written by earlier prepared (uncommitted) puts.
+    pub pending_chunks: HashSet<ChunkId>,
+    /// Layers whose recipes earlier prepared puts wrote.
+    pub pending_layers: HashSet<Digest>,
+}
+
+/// A put whose packs are durable but not yet in the index. Dropping it
+/// without [`PreparedPut::committed`] deletes its packs.
+pub(crate) struct PreparedPut {
+    pub packs: Vec<NewPack>,
+    pub layer: NewLayer,
+    pub info: LayerInfo,
+    packs_dir: PathBuf,
+    committed: bool,
+}
+
+impl PreparedPut {
+    /// The index now refers to the packs: keep them.
+    pub(crate) fn committed(&mut self) {
+        self.committed = true;
+    }
+}
+
+impl Drop for PreparedPut {
+    fn drop(&mut self) {
+        if !self.committed {
+            for p in &self.packs {
+                let _ = std::fs::remove_file(self.packs_dir.join(&p.name));
+            }
+        }
+    }
+}
+
+/// Puts one layer and commits it, pinned.
 pub(crate) fn put_layer<R: Read + Send>(
     ctx: PutContext<'_>,
     input: R,
     opts: &PutOptions<'_>,
 ) -> Result<LayerInfo> {
+    let mut session = PutSession::default();
+    let mut prepared = prepare_put(&ctx, input, opts, &mut session)?;
+    let added = ctx.index.commit_put(&prepared.packs, &prepared.layer)?;
+    prepared.committed();
+    let mut info = prepared.info.clone();
+    info.new_layer = added;
+    if !added {
+        info.new_chunks = 0;
+    }
+    Ok(info)
+}
+
+/// Reads, splits and stores a layer's new chunks and recipe in durable
+/// packs, without touching the index.
+pub(crate) fn prepare_put<R: Read + Send>(
+    ctx: &PutContext<'_>,
+    input: R,
+    opts: &PutOptions<'_>,
+    session: &mut PutSession,
+) -> Result<PreparedPut> {
     let name = opts
         .source_name
         .clone()
@@ -115,14 +173,14 @@ pub(crate) fn put_layer<R: Read + Send>(
             pos: 0,
             free: free_tx,
         };
-        let split_result = split_and_store(&ctx, source);
+        let split_result = split_and_store(ctx, source, &session.pending_chunks);
         let read_result = reader
             .join()
             .map_err(|_| Error::Corrupt("input reader thread panicked".into()))?;
         // The reader's error explains a split failure caused by bad input.
         let outcome = read_result?;
         let mut stored = split_result?;
-        finish_put(ctx, outcome, &mut stored)
+        finish_prepare(ctx, outcome, &mut stored, session)
     })
 }
 
@@ -252,7 +310,11 @@ struct Stored {
     frames: FrameWriter,
 }
 
-fn split_and_store(ctx: &PutContext<'_>, source: ChannelReader) -> Result<Stored> {
+fn split_and_store(
+    ctx: &PutContext<'_>,
+    source: ChannelReader,
+    pending: &HashSet<ChunkId>,
+) -> Result<Stored> {
     let mut splitter = Splitter::new(source, ctx.cdc.clone());
     let mut recipe = RecipeWriter::new()?;
     let mut frames = FrameWriter::new(ctx.packs_dir.clone(), ctx.zstd_level, ctx.frame_target);
@@ -271,7 +333,7 @@ fn split_and_store(ctx: &PutContext<'_>, source: ChannelReader) -> Result<Stored
                 let id = ChunkId::of(bytes);
                 recipe.push_chunk(&id, bytes.len() as u32)?;
                 chunks += 1;
-                if distinct.insert(id) && !ctx.index.has_chunk(&id)? {
+                if distinct.insert(id) && !pending.contains(&id) && !ctx.index.has_chunk(&id)? {
                     frames.add(id, bytes)?;
                     new_chunks += 1;
                 }
@@ -288,7 +350,12 @@ fn split_and_store(ctx: &PutContext<'_>, source: ChannelReader) -> Result<Stored
     })
 }
 
-fn finish_put(ctx: PutContext<'_>, read: ReadOutcome, stored: &mut Stored) -> Result<LayerInfo> {
+fn finish_prepare(
+    ctx: &PutContext<'_>,
+    read: ReadOutcome,
+    stored: &mut Stored,
+    session: &mut PutSession,
+) -> Result<PreparedPut> {
     let recipe = stored
         .recipe
         .take()
@@ -300,7 +367,8 @@ fn finish_put(ctx: PutContext<'_>, read: ReadOutcome, stored: &mut Stored) -> Re
             read.size
         )));
     }
-    let exists = ctx.index.layer(&read.diff_id)?.is_some();
+    let exists =
+        session.pending_layers.contains(&read.diff_id) || ctx.index.layer(&read.diff_id)?.is_some();
     let recipe_frame = if exists {
         None
     } else {
@@ -312,6 +380,14 @@ fn finish_put(ctx: PutContext<'_>, read: ReadOutcome, stored: &mut Stored) -> Re
     };
     let packs = stored.frames.finish()?;
     let added_bytes = packs.iter().map(|p| p.size).sum();
+    for pack in &packs {
+        for frame in &pack.frames {
+            session
+                .pending_chunks
+                .extend(frame.chunks.iter().map(|(id, _, _)| *id));
+        }
+    }
+    session.pending_layers.insert(read.diff_id);
     let alias = read.compressed_digest.map(|d| {
         (
             d,
@@ -324,21 +400,10 @@ fn finish_put(ctx: PutContext<'_>, read: ReadOutcome, stored: &mut Stored) -> Re
         size: read.size,
         recipe_frame,
         chunk_count: stored.chunks,
-        distinct_chunks: stored.distinct.iter().copied().collect(),
+        distinct_chunks: stored.distinct.drain().collect(),
         alias,
     };
-    let new_layer = match ctx.index.commit_put(&packs, &layer) {
-        Ok(added) => added,
-        Err(e) => {
-            // Nothing refers to these packs; remove them rather than leave
-            // them for gc.
-            for p in &packs {
-                let _ = std::fs::remove_file(ctx.packs_dir.join(&p.name));
-            }
-            return Err(e);
-        }
-    };
-    Ok(LayerInfo {
+    let info = LayerInfo {
         digest: read.diff_id,
         size: read.size,
         compression: read.compression,
@@ -346,8 +411,15 @@ fn finish_put(ctx: PutContext<'_>, read: ReadOutcome, stored: &mut Stored) -> Re
         input_size: read.input_size,
         added_bytes,
         chunks: stored.chunks,
-        new_chunks: if new_layer { stored.new_chunks } else { 0 },
-        new_layer,
+        new_chunks: stored.new_chunks,
+        new_layer: recipe_frame.is_some(),
+    };
+    Ok(PreparedPut {
+        packs,
+        layer,
+        info,
+        packs_dir: ctx.packs_dir.clone(),
+        committed: false,
     })
 }
 

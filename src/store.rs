@@ -19,7 +19,9 @@ use crate::chunker::{Cdc, ChunkParams};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::get;
+use crate::image::{self, ExportFormat, ExportReport, ImageDetails, ImageSummary, ImportReport};
 use crate::index::{Index, LayerListing, LayerRow};
+use crate::oci;
 use crate::pack;
 use crate::put::{self, LayerInfo, PutContext, PutOptions};
 
@@ -256,14 +258,79 @@ impl Store {
     ) -> Result<LayerInfo> {
         let _lock = self.lock_shared()?;
         let mut index = self.index()?;
-        let ctx = PutContext {
+        put::put_layer(self.put_context(&mut index), input, opts)
+    }
+
+    pub(crate) fn put_context<'a>(&self, index: &'a mut Index) -> PutContext<'a> {
+        PutContext {
             packs_dir: self.packs_dir(),
             cdc: Cdc::new(self.config.chunk),
             zstd_level: self.config.zstd_level,
             frame_target: self.config.frame_target as usize,
-            index: &mut index,
-        };
-        put::put_layer(ctx, input, opts)
+            index,
+        }
+    }
+
+    /// Imports an OCI image layout (directory or tar) or a `docker save`
+    /// archive, detected from its content. Every blob is verified; the
+    /// import is all-or-nothing. `name` overrides the names it carries
+    /// (only for a single image).
+    ///
+    /// ```no_run
+    /// # let store = layerstore::Store::open("/tmp/store")?;
+    /// let report = store.import_image("alpine.tar", Some("alpine:3.20"))?;
+    /// println!("{}", report.images[0].digest);
+    /// # Ok::<(), layerstore::Error>(())
+    /// ```
+    pub fn import_image(&self, path: impl AsRef<Path>, name: Option<&str>) -> Result<ImportReport> {
+        image::import(self, path.as_ref(), name)
+    }
+
+    /// Writes images as an OCI layout directory or a docker archive at
+    /// `out` (which must not exist, or be an empty directory). Layers are
+    /// written exactly; a manifest whose layers were compressed is
+    /// rewritten to describe them uncompressed, and the report says so.
+    pub fn export_images(
+        &self,
+        names: &[String],
+        format: ExportFormat,
+        out: impl AsRef<Path>,
+    ) -> Result<ExportReport> {
+        image::export(self, names, format, out.as_ref())
+    }
+
+    /// All images, by name.
+    pub fn images(&self) -> Result<Vec<ImageSummary>> {
+        image::list(self)
+    }
+
+    /// One image in detail: manifests, config, layers and sharing.
+    pub fn image(&self, name: &str) -> Result<ImageDetails> {
+        image::details(self, name)
+    }
+
+    /// Gives the image `src` a second name `dst` (moving `dst` if it exists).
+    pub fn tag_image(&self, src: &str, dst: &str) -> Result<()> {
+        oci::check_image_name(dst)?;
+        if self.index()?.tag_image(src, dst)? {
+            Ok(())
+        } else {
+            Err(Error::NotFound {
+                what: format!("image {src:?}"),
+            })
+        }
+    }
+
+    /// Removes an image name. Layers it alone used go (unless put
+    /// directly); their chunks come back at the next gc.
+    pub fn remove_image(&self, name: &str) -> Result<()> {
+        if self.index()?.remove_image(name)? {
+            Ok(())
+        } else {
+            Err(Error::NotFound {
+                what: format!("image {name:?}"),
+            })
+        }
     }
 
     /// Stores the layer in the file at `path`; errors name the file.
