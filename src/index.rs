@@ -255,6 +255,43 @@ pub struct ManifestLayer {
     pub blob_size: u64,
 }
 
+/// A pack's size and the bytes of it still in use.
+#[derive(Clone, Debug)]
+pub struct PackUsage {
+    /// Row id.
+    pub id: i64,
+    /// File name.
+    pub name: String,
+    /// Size.
+    pub size: u64,
+    /// Bytes of live frames (partly live chunk frames pro rata).
+    pub live_bytes: f64,
+}
+
+/// What gc's first phase found.
+#[derive(Clone, Debug)]
+pub struct GcCollect {
+    /// Layers nothing kept.
+    pub layers_removed: u64,
+    /// Chunks no layer used.
+    pub chunks_removed: u64,
+    /// Their uncompressed bytes.
+    pub chunk_bytes_removed: u64,
+    /// Every pack with its live bytes.
+    pub packs: Vec<PackUsage>,
+}
+
+/// A frame row.
+#[derive(Clone, Debug)]
+pub struct FrameRow {
+    /// Where it is.
+    pub location: FrameLocation,
+    /// Uncompressed payload length.
+    pub raw_len: u64,
+    /// 1 chunks, 2 recipe.
+    pub kind: u8,
+}
+
 /// Everything one image import adds, committed at once.
 #[derive(Default)]
 pub struct NewImport<'a> {
@@ -726,6 +763,171 @@ impl Index {
         tx.execute_batch(CLEANUP_UNREFERENCED)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// gc, first phase, in one transaction: forgets layers nothing keeps,
+    /// chunks no layer uses and frames nothing points to, then measures
+    /// each pack's live bytes. With `dry_run` the transaction is rolled back.
+    pub fn gc_collect(&mut self, dry_run: bool) -> Result<GcCollect> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let layers_before: u64 = tx.query_row("SELECT COUNT(*) FROM layers", [], |r| r.get(0))?;
+        tx.execute_batch(CLEANUP_UNREFERENCED)?;
+        let layers_after: u64 = tx.query_row("SELECT COUNT(*) FROM layers", [], |r| r.get(0))?;
+        let (chunks_removed, chunk_bytes_removed): (u64, u64) = tx.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(len), 0) FROM chunks
+             WHERE id NOT IN (SELECT chunk FROM layer_chunks)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        tx.execute(
+            "DELETE FROM chunks WHERE id NOT IN (SELECT chunk FROM layer_chunks)",
+            [],
+        )?;
+        tx.execute(
+            "DELETE FROM frames WHERE (kind = 1 AND id NOT IN (SELECT frame FROM chunks))
+                OR (kind = 2 AND id NOT IN (SELECT recipe_frame FROM layers))",
+            [],
+        )?;
+        let packs = {
+            let mut stmt = tx.prepare(
+                "SELECT p.id, p.name, p.size, COALESCE((
+                    SELECT SUM(CASE WHEN f.kind = 2 THEN f.total_len
+                        ELSE f.total_len * (SELECT COALESCE(SUM(c.len), 0) FROM chunks c WHERE c.frame = f.id)
+                             / MAX(f.raw_len, 1) END)
+                    FROM frames f WHERE f.pack = p.id), 0)
+                 FROM packs p ORDER BY p.id",
+            )?;
+            stmt.query_map([], |r| {
+                Ok(PackUsage {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    size: r.get(2)?,
+                    live_bytes: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        if dry_run {
+            tx.rollback()?;
+        } else {
+            tx.commit()?;
+        }
+        Ok(GcCollect {
+            layers_removed: layers_before - layers_after,
+            chunks_removed,
+            chunk_bytes_removed,
+            packs,
+        })
+    }
+
+    /// A pack's frames in file order.
+    pub fn pack_frames(&self, pack_id: i64) -> Result<Vec<FrameRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT f.id, p.name, f.offset, f.total_len, f.raw_len, f.kind
+             FROM frames f JOIN packs p ON p.id = f.pack WHERE f.pack = ?1 ORDER BY f.offset",
+        )?;
+        let rows = stmt.query_map([pack_id], |r| {
+            Ok(FrameRow {
+                location: FrameLocation {
+                    frame_id: r.get(0)?,
+                    pack: r.get(1)?,
+                    offset: r.get(2)?,
+                    total_len: r.get(3)?,
+                },
+                raw_len: r.get(4)?,
+                kind: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Chunks the index places in a frame, by offset.
+    pub fn frame_chunks(&self, frame_id: i64) -> Result<Vec<(ChunkId, u64, u32)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT hash, offset, len FROM chunks WHERE frame = ?1 ORDER BY offset",
+        )?;
+        let rows = stmt.query_map([frame_id], |r| {
+            let hash: Vec<u8> = r.get(0)?;
+            let mut id = [0u8; 32];
+            if hash.len() == 32 {
+                id.copy_from_slice(&hash);
+            }
+            Ok((ChunkId(id), r.get(1)?, r.get(2)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Points everything in `old_pack` at its copy in `new_pack` and
+    /// forgets `old_pack`. `moved[i]` is the old frame id of new frame i.
+    pub fn replace_pack(
+        &mut self,
+        old_pack: i64,
+        new_pack: Option<&NewPack>,
+        moved: &[i64],
+    ) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(pack) = new_pack {
+            tx.execute(
+                "INSERT INTO packs(name, size, created) VALUES (?1, ?2, ?3)",
+                params![pack.name, pack.size, now()],
+            )?;
+            let pack_id = tx.last_insert_rowid();
+            for (frame, old_id) in pack.frames.iter().zip(moved) {
+                tx.execute(
+                    "INSERT INTO frames(pack, offset, total_len, raw_len, stored_len, kind)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        pack_id,
+                        frame.offset,
+                        frame.total_len,
+                        frame.raw_len,
+                        frame.stored_len,
+                        frame.kind
+                    ],
+                )?;
+                let frame_id = tx.last_insert_rowid();
+                if frame.kind == 2 {
+                    tx.execute(
+                        "UPDATE layers SET recipe_frame = ?1 WHERE recipe_frame = ?2",
+                        params![frame_id, old_id],
+                    )?;
+                }
+                let mut update = tx.prepare_cached(
+                    "UPDATE chunks SET frame = ?1, offset = ?2 WHERE hash = ?3 AND frame = ?4",
+                )?;
+                for (id, offset, _) in &frame.chunks {
+                    update.execute(params![frame_id, offset, &id.0[..], old_id])?;
+                }
+            }
+        }
+        let still_used: u64 = tx.query_row(
+            "SELECT (SELECT COUNT(*) FROM chunks c JOIN frames f ON f.id = c.frame WHERE f.pack = ?1)
+                  + (SELECT COUNT(*) FROM layers l JOIN frames f ON f.id = l.recipe_frame WHERE f.pack = ?1)",
+            [old_pack],
+            |r| r.get(0),
+        )?;
+        if still_used != 0 {
+            return Err(Error::Corrupt(format!(
+                "pack rewrite left {still_used} references to the old pack; nothing was changed"
+            )));
+        }
+        tx.execute("DELETE FROM frames WHERE pack = ?1", [old_pack])?;
+        tx.execute("DELETE FROM packs WHERE id = ?1", [old_pack])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Names of all packs the index knows.
+    pub fn pack_names(&self) -> Result<Vec<(i64, String, u64)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, name, size FROM packs ORDER BY id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Counts for `stat`.

@@ -14,6 +14,7 @@
 pub mod chunker;
 pub mod digest;
 pub mod error;
+pub mod gc;
 mod get;
 pub mod image;
 pub mod index;
@@ -29,6 +30,7 @@ pub mod tarscan;
 pub use chunker::ChunkParams;
 pub use digest::{ChunkId, Digest};
 pub use error::{Error, Result};
+pub use gc::{GcOptions, GcReport};
 pub use image::{ExportFormat, ExportReport, ImageDetails, ImageSummary, ImportReport};
 pub use input::Compression;
 pub use put::{LayerInfo, PutOptions};

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use layerstore::{Digest, ExportFormat, PutOptions, Store};
+use layerstore::{Digest, ExportFormat, GcOptions, PutOptions, Store};
 
 /// A content-addressed, deduplicating store for container image layers.
 #[derive(Parser)]
@@ -56,6 +56,18 @@ enum Command {
         /// DiffIDs or compressed digests.
         #[arg(required = true)]
         digests: Vec<String>,
+    },
+    /// Reclaim space: drop unreferenced layers and chunks, rewrite sparse packs.
+    Gc {
+        /// Report what would be freed without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Rewrite packs whose live share is below this percentage.
+        #[arg(long, default_value_t = 50.0, value_name = "PERCENT")]
+        rewrite_below: f64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Import, list, inspect, tag, remove and export images.
     #[command(subcommand)]
@@ -177,6 +189,39 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Stat { json } => stat(&store, json),
         Command::Image(cmd) => image(&store, cmd),
+        Command::Gc {
+            dry_run,
+            rewrite_below,
+            json,
+        } => {
+            if !(0.0..=100.0).contains(&rewrite_below) {
+                bail!("--rewrite-below must be between 0 and 100");
+            }
+            let report = store.gc(&GcOptions {
+                dry_run,
+                rewrite_below: rewrite_below / 100.0,
+            })?;
+            if json {
+                return print_json(&report);
+            }
+            let verb = if dry_run { "would free" } else { "freed" };
+            println!(
+                "{verb} {} ({} -> {}): {} layer(s), {} chunk(s) ({} uncompressed), {} pack(s) deleted, {} rewritten, {} leftover file(s)",
+                human(report.bytes_freed),
+                human(report.bytes_before),
+                human(report.bytes_after),
+                report.layers_removed,
+                report.chunks_removed,
+                human(report.chunk_bytes_removed),
+                report.packs_deleted,
+                report.packs_rewritten,
+                report.orphan_files_removed
+            );
+            for s in &report.skipped {
+                eprintln!("layerstore: warning: pack skipped: {s}");
+            }
+            Ok(())
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use crate::chunker::{Cdc, ChunkParams};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
+use crate::gc::{self, GcOptions, GcReport};
 use crate::get;
 use crate::image::{self, ExportFormat, ExportReport, ImageDetails, ImageSummary, ImportReport};
 use crate::index::{Index, LayerListing, LayerRow};
@@ -240,6 +241,28 @@ impl Store {
         file.lock_shared()
             .context(|| format!("locking {}", path.display()))?;
         Ok(file)
+    }
+
+    /// Takes the store lock exclusively (gc) until the file is dropped.
+    pub(crate) fn lock_exclusive(&self) -> Result<File> {
+        let path = self.root.join("lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .context(|| format!("opening lock file {}", path.display()))?;
+        file.lock()
+            .context(|| format!("locking {}", path.display()))?;
+        Ok(file)
+    }
+
+    /// Reclaims space: forgets layers that are neither pinned nor used by
+    /// an image, then chunks no layer uses, then rewrites packs whose live
+    /// share is below `opts.rewrite_below`. Waits for running puts, imports
+    /// and gets (they hold the store lock shared) and makes new ones wait.
+    pub fn gc(&self, opts: &GcOptions) -> Result<GcReport> {
+        gc::collect_garbage(self, opts)
     }
 
     /// Stores one layer (plain tar, gzip or zstd, detected from its first

@@ -1,0 +1,211 @@
+//! Garbage collection: forget layers nothing keeps, then chunks no layer
+//! uses, then rewrite packs whose live share fell below a threshold.
+//!
+//! gc holds the store lock exclusively, so it never runs while a put,
+//! import or get holds it shared: those wait for gc, and gc waits for them.
+//! Packs are replaced, never changed: live frames are copied into a new
+//! pack (fsynced and renamed into place), one transaction points the index
+//! at the copy, and only then is the old file unlinked. A crash at any
+//! point leaves either the old or the new pack referenced, plus at most an
+//! unreferenced file that the next gc removes. Memory is bounded by one
+//! pack's frame list, not by the store's size.
+
+use std::collections::HashSet;
+use std::fs;
+
+use memmap2::Mmap;
+use serde::Serialize;
+
+use crate::digest::ChunkId;
+use crate::error::{Error, IoContext, Result};
+use crate::get::read_frame;
+use crate::index::{Index, NewFrame, NewPack, PackUsage};
+use crate::pack::{self, PackWriter};
+use crate::store::Store;
+
+/// Options for [`Store::gc`].
+#[derive(Clone, Debug)]
+pub struct GcOptions {
+    /// Report what would be freed; change nothing.
+    pub dry_run: bool,
+    /// Packs whose live share is below this (0.0-1.0) are rewritten.
+    pub rewrite_below: f64,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            dry_run: false,
+            rewrite_below: 0.5,
+        }
+    }
+}
+
+/// What gc did (or, with `dry_run`, would do).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GcReport {
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// Layers forgotten (neither pinned nor used by an image).
+    pub layers_removed: u64,
+    /// Chunks no layer used.
+    pub chunks_removed: u64,
+    /// Their uncompressed bytes.
+    pub chunk_bytes_removed: u64,
+    /// Packs deleted because nothing in them was live.
+    pub packs_deleted: u64,
+    /// Packs rewritten to drop dead frames.
+    pub packs_rewritten: u64,
+    /// Leftover files of interrupted puts or gcs removed.
+    pub orphan_files_removed: u64,
+    /// Pack directory bytes before.
+    pub bytes_before: u64,
+    /// Pack directory bytes after (estimated for a dry run).
+    pub bytes_after: u64,
+    /// `bytes_before - bytes_after`.
+    pub bytes_freed: u64,
+    /// Packs that could not be rewritten (damaged); left as they were.
+    pub skipped: Vec<String>,
+}
+
+pub(crate) fn collect_garbage(store: &Store, opts: &GcOptions) -> Result<GcReport> {
+    let _lock = store.lock_exclusive()?;
+    let mut index = store.index()?;
+    let packs_dir = store.packs_dir();
+    let collected = index.gc_collect(opts.dry_run)?;
+    let known: HashSet<String> = collected.packs.iter().map(|p| p.name.clone()).collect();
+    let mut report = GcReport {
+        dry_run: opts.dry_run,
+        layers_removed: collected.layers_removed,
+        chunks_removed: collected.chunks_removed,
+        chunk_bytes_removed: collected.chunk_bytes_removed,
+        ..GcReport::default()
+    };
+    // Files the index does not know: interrupted puts or gcs. Nobody else
+    // holds the lock, so none of them can still be committed.
+    let mut orphans = Vec::new();
+    for entry in fs::read_dir(&packs_dir).context(|| format!("listing {}", packs_dir.display()))? {
+        let entry = entry.context(|| format!("listing {}", packs_dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+        report.bytes_before += size;
+        if !known.contains(&name) {
+            orphans.push((entry.path(), size));
+        }
+    }
+    let mut freed = 0u64;
+    for (path, size) in &orphans {
+        if !opts.dry_run {
+            fs::remove_file(path).context(|| format!("removing {}", path.display()))?;
+        }
+        report.orphan_files_removed += 1;
+        freed += size;
+    }
+    for usage in &collected.packs {
+        let body = usage.size.saturating_sub(pack::PACK_HEADER_LEN).max(1) as f64;
+        let share = usage.live_bytes / body;
+        if usage.live_bytes <= 0.0 {
+            if !opts.dry_run {
+                index.replace_pack(usage.id, None, &[])?;
+                let path = packs_dir.join(&usage.name);
+                fs::remove_file(&path).context(|| format!("removing {}", path.display()))?;
+            }
+            report.packs_deleted += 1;
+            freed += usage.size;
+        } else if share < opts.rewrite_below {
+            if opts.dry_run {
+                freed += usage.size.saturating_sub(usage.live_bytes as u64);
+                report.packs_rewritten += 1;
+                continue;
+            }
+            match rewrite_pack(&mut index, store, usage) {
+                Ok(new_size) => {
+                    report.packs_rewritten += 1;
+                    freed += usage.size.saturating_sub(new_size);
+                }
+                Err(e @ Error::Corrupt(_)) => report.skipped.push(format!("{}: {e}", usage.name)),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if !opts.dry_run {
+        pack::sync_dir(&packs_dir)?;
+    }
+    report.bytes_after = report.bytes_before.saturating_sub(freed);
+    report.bytes_freed = freed;
+    Ok(report)
+}
+
+/// Copies a pack's live frames into a new pack (re-encoding frames that
+/// are only partly live) and swaps it in. Returns the new pack's size.
+fn rewrite_pack(index: &mut Index, store: &Store, usage: &PackUsage) -> Result<u64> {
+    let packs_dir = store.packs_dir();
+    let old_path = packs_dir.join(&usage.name);
+    let file = fs::File::open(&old_path).context(|| format!("opening {}", old_path.display()))?;
+    // Safety: packs are never modified in place (see get::PackSet::map).
+    let map = unsafe { Mmap::map(&file) }.context(|| format!("mapping {}", old_path.display()))?;
+    let mut writer = PackWriter::create(&packs_dir)?;
+    let mut compressor = zstd::bulk::Compressor::new(store.config().zstd_level)
+        .map_err(|e| Error::io("creating zstd compressor", e))?;
+    let mut frames = Vec::new();
+    let mut moved = Vec::new();
+    for row in index.pack_frames(usage.id)? {
+        let (header, raw) = read_frame(&map, &row.location)?;
+        // Recipe frames are stored as is (codec none): their decoded bytes
+        // are their payload.
+        let (new_header, payload) = if row.kind == 2 {
+            (header, raw)
+        } else {
+            let live = index.frame_chunks(row.location.frame_id)?;
+            let mut chunks = Vec::with_capacity(live.len());
+            let mut data = Vec::with_capacity(raw.len());
+            for (id, offset, len) in &live {
+                let bytes = usize::try_from(*offset)
+                    .ok()
+                    .and_then(|start| raw.get(start..start + *len as usize))
+                    .ok_or_else(|| Error::Corrupt(format!("chunk {id} lies outside its frame")))?;
+                if ChunkId::of(bytes) != *id {
+                    return Err(Error::Corrupt(format!(
+                        "chunk {id} in pack {} (frame at offset {}) does not match its id",
+                        usage.name, row.location.offset
+                    )));
+                }
+                chunks.push((*id, *len));
+                data.extend_from_slice(bytes);
+            }
+            pack::encode_chunk_frame(chunks, &data, &mut compressor)?
+        };
+        let offset = writer.append(&new_header, &payload)?;
+        let mut at = 0u64;
+        frames.push(NewFrame {
+            offset,
+            total_len: new_header.total_len(),
+            raw_len: new_header.raw_len,
+            stored_len: new_header.stored_len,
+            kind: row.kind,
+            chunks: new_header
+                .chunks
+                .iter()
+                .map(|(id, len)| {
+                    let here = at;
+                    at += u64::from(*len);
+                    (*id, here, *len)
+                })
+                .collect(),
+        });
+        moved.push(row.location.frame_id);
+    }
+    let finished = writer.finish()?;
+    let new_pack = NewPack {
+        name: finished.name.clone(),
+        size: finished.size,
+        frames,
+    };
+    if let Err(e) = index.replace_pack(usage.id, Some(&new_pack), &moved) {
+        let _ = fs::remove_file(packs_dir.join(&finished.name));
+        return Err(e);
+    }
+    drop(map);
+    fs::remove_file(&old_path).context(|| format!("removing {}", old_path.display()))?;
+    Ok(finished.size)
+}
