@@ -930,6 +930,174 @@ impl Index {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Chunk rows whose frame row is gone.
+    pub fn chunks_without_frame(&self) -> Result<Vec<ChunkId>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT hash FROM chunks WHERE frame NOT IN (SELECT id FROM frames)")?;
+        let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+        Ok(rows
+            .filter_map(|h| h.ok())
+            .filter_map(|h| <[u8; 32]>::try_from(h.as_slice()).ok().map(ChunkId))
+            .collect())
+    }
+
+    /// Frame rows whose pack row is gone.
+    pub fn frames_without_pack(&self) -> Result<Vec<i64>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id FROM frames WHERE pack NOT IN (SELECT id FROM packs)")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Problems in the image tables, described.
+    pub fn image_problems(&self) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        let mut stmt = self.conn.prepare(
+            "SELECT name, target FROM images WHERE target NOT IN (SELECT digest FROM blobs)",
+        )?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            let (name, target) = row?;
+            out.push((
+                format!("image {name:?}"),
+                format!("its manifest {target} is not stored"),
+            ));
+        }
+        let mut stmt = self.conn.prepare(
+            "SELECT digest, config FROM manifests WHERE config NOT IN (SELECT digest FROM blobs)",
+        )?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            let (digest, config) = row?;
+            out.push((
+                format!("manifest {digest}"),
+                format!("its config {config} is not stored"),
+            ));
+        }
+        let mut stmt = self.conn.prepare(
+            "SELECT manifest, position FROM manifest_layers WHERE layer NOT IN (SELECT id FROM layers)",
+        )?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (manifest, position) = row?;
+            out.push((
+                format!("manifest {manifest}"),
+                format!("layer {position} is not stored"),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Repair: the row id of a pack, adding a row for a file the index lost.
+    pub fn repair_pack(&mut self, name: &str, size: u64) -> Result<i64> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO packs(name, size, created) VALUES (?1, ?2, ?3)",
+            params![name, size, now()],
+        )?;
+        Ok(self
+            .conn
+            .query_row("SELECT id FROM packs WHERE name = ?1", [name], |r| r.get(0))?)
+    }
+
+    /// Repair: the row id of the frame at `offset` of a pack, adding it if missing.
+    pub fn repair_frame(
+        &mut self,
+        pack: i64,
+        offset: u64,
+        total_len: u64,
+        raw_len: u64,
+        stored_len: u64,
+        kind: u8,
+    ) -> Result<i64> {
+        let existing: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT id FROM frames WHERE pack = ?1 AND offset = ?2 AND total_len = ?3",
+                params![pack, offset, total_len],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = existing {
+            return Ok(id);
+        }
+        self.conn.execute(
+            "INSERT INTO frames(pack, offset, total_len, raw_len, stored_len, kind) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![pack, offset, total_len, raw_len, stored_len, kind],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Repair: records a verified chunk location; replaces an existing row
+    /// only when `replace` (its old location was found broken). True if
+    /// anything changed.
+    pub fn repair_chunk(
+        &mut self,
+        id: &ChunkId,
+        frame: i64,
+        offset: u64,
+        len: u32,
+        replace: bool,
+    ) -> Result<bool> {
+        let sql = if replace {
+            "INSERT INTO chunks(hash, frame, offset, len) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(hash) DO UPDATE SET frame = excluded.frame, offset = excluded.offset, len = excluded.len"
+        } else {
+            "INSERT OR IGNORE INTO chunks(hash, frame, offset, len) VALUES (?1, ?2, ?3, ?4)"
+        };
+        Ok(self
+            .conn
+            .execute(sql, params![&id.0[..], frame, offset, len])?
+            > 0)
+    }
+
+    /// Repair: points a layer at a recipe frame, or re-creates a lost layer
+    /// (pinned, since nothing else is known to keep it). Returns true if the
+    /// layer was re-created.
+    pub fn repair_layer(
+        &mut self,
+        digest: &Digest,
+        size: u64,
+        recipe_frame: i64,
+        chunk_count: u64,
+        chunks: &[ChunkId],
+    ) -> Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let existing: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM layers WHERE digest = ?1",
+                [digest.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let created = match existing {
+            Some(id) => {
+                tx.execute(
+                    "UPDATE layers SET recipe_frame = ?1 WHERE id = ?2",
+                    params![recipe_frame, id],
+                )?;
+                false
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO layers(digest, size, recipe_frame, chunk_count, pinned, created)
+                     VALUES (?1, ?2, ?3, ?4, 1, ?5)",
+                    params![digest.to_string(), size, recipe_frame, chunk_count, now()],
+                )?;
+                let id = tx.last_insert_rowid();
+                let mut link = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO layer_chunks(layer, chunk) SELECT ?1, id FROM chunks WHERE hash = ?2",
+                )?;
+                for chunk in chunks {
+                    link.execute(params![id, &chunk.0[..]])?;
+                }
+                true
+            }
+        };
+        tx.commit()?;
+        Ok(created)
+    }
+
     /// Counts for `stat`.
     pub fn stats(&self) -> Result<IndexStats> {
         Ok(self.conn.query_row(

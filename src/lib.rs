@@ -26,6 +26,7 @@ pub mod recipe;
 pub mod split;
 mod store;
 pub mod tarscan;
+pub mod verify;
 
 pub use chunker::ChunkParams;
 pub use digest::{ChunkId, Digest};
@@ -35,3 +36,4 @@ pub use image::{ExportFormat, ExportReport, ImageDetails, ImageSummary, ImportRe
 pub use input::Compression;
 pub use put::{LayerInfo, PutOptions};
 pub use store::{FORMAT_VERSION, GetInfo, LayerSummary, Store, StoreConfig, StoreStats};
+pub use verify::{Problem, VerifyOptions, VerifyReport};

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use layerstore::{Digest, ExportFormat, GcOptions, PutOptions, Store};
+use layerstore::{Digest, ExportFormat, GcOptions, PutOptions, Store, VerifyOptions};
 
 /// A content-addressed, deduplicating store for container image layers.
 #[derive(Parser)]
@@ -65,6 +65,18 @@ enum Command {
         /// Rewrite packs whose live share is below this percentage.
         #[arg(long, default_value_t = 50.0, value_name = "PERCENT")]
         rewrite_below: f64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the store; exits non-zero if any problem is found.
+    Verify {
+        /// Also read every chunk and rebuild every layer's sha256.
+        #[arg(long)]
+        full: bool,
+        /// Restore from the packs what the index lost, then check again.
+        #[arg(long)]
+        repair: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -189,6 +201,47 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Stat { json } => stat(&store, json),
         Command::Image(cmd) => image(&store, cmd),
+        Command::Verify { full, repair, json } => {
+            let report = store.verify(&VerifyOptions { full, repair })?;
+            if json {
+                print_json(&report)?;
+            } else {
+                for r in &report.repaired {
+                    println!("repaired: {r}");
+                }
+                for w in &report.warnings {
+                    println!("warning: {}: {}", w.subject, w.detail);
+                }
+                for p in &report.problems {
+                    println!("problem: {}: {}", p.subject, p.detail);
+                }
+                for l in &report.lost {
+                    println!("lost: layer {l}");
+                }
+                println!(
+                    "checked {} pack(s), {} frame(s), {} chunk(s), {} layer(s){}: {}",
+                    report.packs,
+                    report.frames,
+                    report.chunks,
+                    report.layers,
+                    if full {
+                        format!(", {} read", human(report.bytes_verified))
+                    } else {
+                        String::new()
+                    },
+                    if report.is_clean() {
+                        "ok".to_string()
+                    } else {
+                        format!("{} problem(s)", report.problems.len())
+                    }
+                );
+            }
+            if report.is_clean() {
+                Ok(())
+            } else {
+                bail!("verify found {} problem(s)", report.problems.len())
+            }
+        }
         Command::Gc {
             dry_run,
             rewrite_below,

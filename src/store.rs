@@ -25,6 +25,7 @@ use crate::index::{Index, LayerListing, LayerRow};
 use crate::oci;
 use crate::pack;
 use crate::put::{self, LayerInfo, PutContext, PutOptions};
+use crate::verify::{self, VerifyOptions, VerifyReport};
 
 /// On-disk format version of a store (index schema, pack and recipe formats).
 pub const FORMAT_VERSION: u32 = 1;
@@ -263,6 +264,12 @@ impl Store {
     /// and gets (they hold the store lock shared) and makes new ones wait.
     pub fn gc(&self, opts: &GcOptions) -> Result<GcReport> {
         gc::collect_garbage(self, opts)
+    }
+
+    /// Checks the store's invariants (see [`VerifyOptions`]); with
+    /// `repair`, first restores what the packs still hold.
+    pub fn verify(&self, opts: &VerifyOptions) -> Result<VerifyReport> {
+        verify::verify(self, opts)
     }
 
     /// Stores one layer (plain tar, gzip or zstd, detected from its first

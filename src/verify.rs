@@ -1,0 +1,491 @@
+//! Verification and repair.
+//!
+//! The quick check reads only the index and frame headers: every pack file
+//! exists and is as long as recorded, every frame header decodes and agrees
+//! with the index, every chunk row matches its frame's table, every layer's
+//! recipe decodes and resolves to stored chunks, every image reaches stored
+//! documents and layers. `full` also decompresses every frame, checks every
+//! chunk's BLAKE3 and rebuilds every layer's sha256. `repair` scans the
+//! packs (frames describe themselves) and puts back what the index lost or
+//! points at wrongly: chunk locations, pack and frame rows, and layers whose
+//! recipe frames survive. What cannot be restored is reported, never
+//! dropped silently.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+
+use memmap2::Mmap;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::digest::{ChunkId, Digest};
+use crate::error::{Error, Result};
+use crate::get::{self, PackSet, read_frame};
+use crate::index::{FrameLocation, Index};
+use crate::pack::{self, FrameHeader, FrameKind};
+use crate::recipe::{Entry, RecipeReader};
+use crate::store::Store;
+
+/// Options for [`Store::verify`].
+#[derive(Clone, Debug, Default)]
+pub struct VerifyOptions {
+    /// Read every chunk and rebuild every layer.
+    pub full: bool,
+    /// Rebuild what can be rebuilt from the packs.
+    pub repair: bool,
+}
+
+/// One finding.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    /// What is affected: `pack NAME`, `chunk blake3:..`, `layer sha256:..`, ...
+    pub subject: String,
+    /// What is wrong, and where.
+    pub detail: String,
+}
+
+/// What verify found (and repaired).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VerifyReport {
+    /// The full check ran.
+    pub full: bool,
+    /// Packs checked.
+    pub packs: u64,
+    /// Frames checked.
+    pub frames: u64,
+    /// Chunk rows checked.
+    pub chunks: u64,
+    /// Layers checked.
+    pub layers: u64,
+    /// Bytes read and hashed (full check).
+    pub bytes_verified: u64,
+    /// Broken invariants. Empty means the store is sound.
+    pub problems: Vec<Problem>,
+    /// Harmless findings (e.g. leftover files gc will remove).
+    pub warnings: Vec<Problem>,
+    /// What repair put back.
+    pub repaired: Vec<String>,
+    /// Layers repair could not restore.
+    pub lost: Vec<String>,
+}
+
+impl VerifyReport {
+    /// No problems found (after repair, if it ran).
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    fn problem(&mut self, subject: impl Into<String>, detail: impl Into<String>) {
+        self.problems.push(Problem {
+            subject: subject.into(),
+            detail: detail.into(),
+        });
+    }
+}
+
+/// Findings the repair pass uses.
+#[derive(Default)]
+struct Damage {
+    chunks: HashSet<ChunkId>,
+    layers: HashSet<Digest>,
+}
+
+pub(crate) fn verify(store: &Store, opts: &VerifyOptions) -> Result<VerifyReport> {
+    // Repair changes the index: keep gc and writers out. A check only reads.
+    let _lock = if opts.repair {
+        store.lock_exclusive()?
+    } else {
+        store.lock_shared()?
+    };
+    let mut index = store.index()?;
+    let (report, damage) = check(store, &index, opts.full)?;
+    if !opts.repair {
+        return Ok(report);
+    }
+    let repaired = repair(store, &mut index, &damage)?;
+    let (mut after, _) = check(store, &index, opts.full)?;
+    after.repaired = repaired;
+    after.lost = after
+        .problems
+        .iter()
+        .filter(|p| p.subject.starts_with("layer "))
+        .map(|p| p.subject.trim_start_matches("layer ").to_string())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    after.lost.sort();
+    Ok(after)
+}
+
+fn check(store: &Store, index: &Index, full: bool) -> Result<(VerifyReport, Damage)> {
+    let mut report = VerifyReport {
+        full,
+        ..VerifyReport::default()
+    };
+    let mut damage = Damage::default();
+    let packs_dir = store.packs_dir();
+    let packs = index.pack_names()?;
+    let known: HashSet<&str> = packs.iter().map(|(_, n, _)| n.as_str()).collect();
+    if let Ok(dir) = fs::read_dir(&packs_dir) {
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !known.contains(name.as_str()) {
+                report.warnings.push(Problem {
+                    subject: format!("file packs/{name}"),
+                    detail: "not referenced by the index (left by an interrupted put or gc; gc removes it)".into(),
+                });
+            }
+        }
+    }
+    let mut broken_frames: HashSet<i64> = HashSet::new();
+    for (pack_id, name, size) in &packs {
+        report.packs += 1;
+        let path = packs_dir.join(name);
+        let map = match fs::File::open(&path).and_then(|f| unsafe { Mmap::map(&f) }) {
+            Ok(m) => m,
+            Err(e) => {
+                report.problem(format!("pack {name}"), format!("cannot be read: {e}"));
+                for row in index.pack_frames(*pack_id)? {
+                    broken_frames.insert(row.location.frame_id);
+                    note_frame_chunks(index, row.location.frame_id, &mut damage)?;
+                }
+                continue;
+            }
+        };
+        if (map.len() as u64) < *size {
+            report.problem(
+                format!("pack {name}"),
+                format!(
+                    "is {} bytes on disk, the index recorded {size}: truncated",
+                    map.len()
+                ),
+            );
+        }
+        if let Err(e) = pack::check_pack_header(&map) {
+            report.problem(format!("pack {name}"), e);
+        }
+        let frames = index.pack_frames(*pack_id)?;
+        let results: Vec<Result<Vec<Problem>>> = frames
+            .par_iter()
+            .map(|row| check_frame(&map, &row.location, row.kind, full))
+            .collect();
+        for (row, result) in frames.iter().zip(results) {
+            report.frames += 1;
+            let found = result?;
+            if !found.is_empty() {
+                broken_frames.insert(row.location.frame_id);
+                note_frame_chunks(index, row.location.frame_id, &mut damage)?;
+            }
+            report.problems.extend(found);
+        }
+        if full {
+            report.bytes_verified += map.len() as u64;
+        }
+    }
+    for id in index.chunks_without_frame()? {
+        damage.chunks.insert(id);
+        report.problem(format!("chunk {id}"), "its frame is not in the index");
+    }
+    for frame in index.frames_without_pack()? {
+        report.problem(format!("frame {frame}"), "its pack is not in the index");
+    }
+    report.chunks = index.stats()?.chunks;
+    // Layers: recipes decode and resolve; full rebuilds each one.
+    let mut packs_set = PackSet::new(&packs_dir);
+    for listing in index.list_layers(None)? {
+        let layer = listing.row;
+        report.layers += 1;
+        let subject = format!("layer {}", layer.digest);
+        if broken_frames.contains(&layer.recipe.frame_id) {
+            damage.layers.insert(layer.digest);
+            report.problem(
+                &subject,
+                format!("its recipe frame in pack {} is damaged", layer.recipe.pack),
+            );
+            continue;
+        }
+        let recipe = match get::load_recipe(&mut packs_set, &layer) {
+            Ok(r) => r,
+            Err(e) => {
+                damage.layers.insert(layer.digest);
+                report.problem(&subject, e.to_string());
+                continue;
+            }
+        };
+        let mut total = 0u64;
+        let mut missing = 0u64;
+        let mut reader = match RecipeReader::new(&recipe) {
+            Ok(r) => r,
+            Err(e) => {
+                damage.layers.insert(layer.digest);
+                report.problem(&subject, e.to_string());
+                continue;
+            }
+        };
+        let mut bad_recipe = None;
+        loop {
+            match reader.next_entry() {
+                Ok(Some(Entry::Inline(b))) => total += b.len() as u64,
+                Ok(Some(Entry::Chunk(id, len))) => {
+                    total += u64::from(len);
+                    if damage.chunks.contains(&id) || !index.has_chunk(&id)? {
+                        damage.chunks.insert(id);
+                        missing += 1;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    bad_recipe = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        if let Some(e) = bad_recipe {
+            damage.layers.insert(layer.digest);
+            report.problem(&subject, e);
+            continue;
+        }
+        if missing > 0 {
+            report.problem(
+                &subject,
+                format!("{missing} of its chunks are missing or damaged"),
+            );
+            continue;
+        }
+        if total != layer.size {
+            report.problem(
+                &subject,
+                format!(
+                    "recipe describes {total} bytes, the layer has {}",
+                    layer.size
+                ),
+            );
+            continue;
+        }
+        if full {
+            let conn = store.index()?;
+            match get::write_layer(conn, &packs_dir, &layer, &mut std::io::sink(), None) {
+                Ok(n) => report.bytes_verified += n,
+                Err(e) => report.problem(&subject, e.to_string()),
+            }
+        }
+    }
+    for (subject, detail) in index.image_problems()? {
+        report.problem(subject, detail);
+    }
+    Ok((report, damage))
+}
+
+fn note_frame_chunks(index: &Index, frame_id: i64, damage: &mut Damage) -> Result<()> {
+    for (id, _, _) in index.frame_chunks(frame_id)? {
+        damage.chunks.insert(id);
+    }
+    Ok(())
+}
+
+/// Checks one frame against its header (and, when `full`, its data).
+fn check_frame(map: &[u8], loc: &FrameLocation, kind: u8, full: bool) -> Result<Vec<Problem>> {
+    let subject = format!("pack {} frame at offset {}", loc.pack, loc.offset);
+    let start = loc.offset as usize;
+    let Some(bytes) = start
+        .checked_add(loc.total_len as usize)
+        .and_then(|end| map.get(start..end))
+    else {
+        return Ok(vec![Problem {
+            subject,
+            detail: format!(
+                "{} bytes lie beyond the end of the pack ({} bytes)",
+                loc.total_len,
+                map.len()
+            ),
+        }]);
+    };
+    let header = match FrameHeader::decode(bytes) {
+        Ok(h) => h,
+        Err(e) => return Ok(vec![Problem { subject, detail: e }]),
+    };
+    let expected_kind = if kind == 2 {
+        FrameKind::Recipe
+    } else {
+        FrameKind::Chunks
+    };
+    if header.kind != expected_kind || header.total_len() != loc.total_len {
+        return Ok(vec![Problem {
+            subject,
+            detail: "frame header does not match the index".into(),
+        }]);
+    }
+    if !full {
+        return Ok(Vec::new());
+    }
+    let raw = match header.decode_payload(&bytes[header.header_len() as usize..]) {
+        Ok(r) => r,
+        Err(e) => return Ok(vec![Problem { subject, detail: e }]),
+    };
+    let mut problems = Vec::new();
+    let mut at = 0usize;
+    for (id, len) in &header.chunks {
+        let end = at + *len as usize;
+        match raw.get(at..end) {
+            Some(data) if ChunkId::of(data) == *id => {}
+            _ => problems.push(Problem {
+                subject: format!("chunk {id}"),
+                detail: format!(
+                    "in pack {} (frame at offset {}, chunk offset {at}): content does not match its BLAKE3 id",
+                    loc.pack, loc.offset
+                ),
+            }),
+        }
+        at = end;
+    }
+    Ok(problems)
+}
+
+/// Scans every pack file and restores what the index lost.
+fn repair(store: &Store, index: &mut Index, damage: &Damage) -> Result<Vec<String>> {
+    let packs_dir = store.packs_dir();
+    let mut repaired = Vec::new();
+    let mut names: Vec<String> = fs::read_dir(&packs_dir)
+        .map_err(|e| Error::io(format!("listing {}", packs_dir.display()), e))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".pack"))
+        .collect();
+    names.sort();
+    let mut recipes: Vec<(Digest, u64, i64, Vec<u8>)> = Vec::new();
+    let mut restored_chunks = 0u64;
+    for name in names {
+        let path = packs_dir.join(&name);
+        let Ok(map) = fs::File::open(&path).and_then(|f| unsafe { Mmap::map(&f) }) else {
+            continue;
+        };
+        let mut frames = Vec::new();
+        for item in pack::scan_frames(&map) {
+            match item {
+                Ok(frame) => frames.push(frame),
+                Err((offset, why)) => {
+                    repaired.push(format!(
+                        "pack {name}: stopped reading at offset {offset}: {why}"
+                    ));
+                    break;
+                }
+            }
+        }
+        if frames.is_empty() {
+            continue;
+        }
+        let pack_id = index.repair_pack(&name, map.len() as u64)?;
+        // Decode and verify frames in parallel; record them in order.
+        let decoded: Vec<(u64, FrameHeader, Option<Vec<u8>>)> = frames
+            .into_par_iter()
+            .map(|(offset, header)| {
+                let loc = FrameLocation {
+                    frame_id: 0,
+                    pack: name.clone(),
+                    offset,
+                    total_len: header.total_len(),
+                };
+                let raw = read_frame(&map, &loc).ok().map(|(_, raw)| raw);
+                (offset, header, raw)
+            })
+            .collect();
+        for (offset, header, raw) in decoded {
+            let Some(raw) = raw else {
+                repaired.push(format!(
+                    "pack {name}: frame at offset {offset} is unreadable, skipped"
+                ));
+                continue;
+            };
+            let kind = header.kind as u8;
+            let mut frame_id = None;
+            let mut get_frame = |index: &mut Index| -> Result<i64> {
+                if let Some(id) = frame_id {
+                    return Ok(id);
+                }
+                let id = index.repair_frame(
+                    pack_id,
+                    offset,
+                    header.total_len(),
+                    header.raw_len,
+                    header.stored_len,
+                    kind,
+                )?;
+                frame_id = Some(id);
+                Ok(id)
+            };
+            match header.kind {
+                FrameKind::Chunks => {
+                    let mut at = 0u64;
+                    for (id, len) in &header.chunks {
+                        let here = at;
+                        at += u64::from(*len);
+                        let data = raw.get(here as usize..at as usize);
+                        if data.map(ChunkId::of) != Some(*id) {
+                            continue;
+                        }
+                        let broken = damage.chunks.contains(id);
+                        if broken || !index.has_chunk(id)? {
+                            let frame = get_frame(index)?;
+                            if index.repair_chunk(id, frame, here, *len, broken)? {
+                                restored_chunks += 1;
+                            }
+                        }
+                    }
+                }
+                FrameKind::Recipe => {
+                    if let Some((digest, size)) = header.recipe_of {
+                        let needed =
+                            damage.layers.contains(&digest) || index.layer(&digest)?.is_none();
+                        if needed {
+                            let frame = get_frame(index)?;
+                            recipes.push((digest, size, frame, raw));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if restored_chunks > 0 {
+        repaired.push(format!(
+            "{restored_chunks} chunk location(s) restored from packs"
+        ));
+    }
+    let mut seen = HashMap::new();
+    for (digest, size, frame, recipe) in recipes {
+        if seen.insert(digest, ()).is_some() {
+            continue;
+        }
+        let mut chunks = Vec::new();
+        let mut count = 0u64;
+        let Ok(reader) = RecipeReader::new(&recipe) else {
+            continue;
+        };
+        let mut ok = true;
+        for entry in reader {
+            match entry {
+                Ok(Entry::Chunk(id, _)) => {
+                    count += 1;
+                    chunks.push(id);
+                }
+                Ok(Entry::Inline(_)) => {}
+                Err(_) => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if !ok {
+            continue;
+        }
+        chunks.sort();
+        chunks.dedup();
+        if index.repair_layer(&digest, size, frame, count, &chunks)? {
+            repaired.push(format!(
+                "layer {digest} re-created from its recipe (pinned)"
+            ));
+        } else {
+            repaired.push(format!("layer {digest}: recipe location restored"));
+        }
+    }
+    Ok(repaired)
+}
