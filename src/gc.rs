@@ -73,6 +73,9 @@ pub(crate) fn collect_garbage(store: &Store, opts: &GcOptions) -> Result<GcRepor
     let mut index = store.index()?;
     let packs_dir = store.packs_dir();
     let collected = index.gc_collect(opts.dry_run)?;
+    if !opts.dry_run {
+        crate::fault::point("gc-after-collect");
+    }
     let known: HashSet<String> = collected.packs.iter().map(|p| p.name.clone()).collect();
     let mut report = GcReport {
         dry_run: opts.dry_run,
@@ -196,6 +199,7 @@ fn rewrite_pack(index: &mut Index, store: &Store, usage: &PackUsage) -> Result<u
         moved.push(row.location.frame_id);
     }
     let finished = writer.finish()?;
+    crate::fault::point("gc-pack-rewritten");
     let new_pack = NewPack {
         name: finished.name.clone(),
         size: finished.size,
@@ -206,6 +210,7 @@ fn rewrite_pack(index: &mut Index, store: &Store, usage: &PackUsage) -> Result<u
         return Err(e);
     }
     drop(map);
+    crate::fault::point("gc-before-unlink");
     fs::remove_file(&old_path).context(|| format!("removing {}", old_path.display()))?;
     Ok(finished.size)
 }

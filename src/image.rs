@@ -807,6 +807,7 @@ pub(crate) fn import(
             index_children,
             names: named.iter().map(|(n, d, _)| (n.clone(), *d)).collect(),
         };
+        crate::fault::point("import-before-commit");
         index.commit_import(&commit)?;
     }
     for p in &mut prepared {

@@ -14,6 +14,7 @@
 pub mod chunker;
 pub mod digest;
 pub mod error;
+pub mod fault;
 pub mod gc;
 mod get;
 pub mod image;

@@ -404,13 +404,16 @@ impl PackWriter {
                 e.into_error(),
             )
         })?;
+        crate::fault::point("pack-written");
         file.sync_all()
             .context(|| format!("syncing pack {}", self.tmp_path.display()))?;
+        crate::fault::point("pack-synced");
         drop(file);
         let final_path = self.dir.join(&self.name);
         fs::rename(&self.tmp_path, &final_path)
             .context(|| format!("renaming pack to {}", final_path.display()))?;
         sync_dir(&self.dir)?;
+        crate::fault::point("pack-renamed");
         Ok(FinishedPack {
             name: self.name.clone(),
             size: self.len,

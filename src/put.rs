@@ -136,8 +136,10 @@ pub(crate) fn put_layer<R: Read + Send>(
 ) -> Result<LayerInfo> {
     let mut session = PutSession::default();
     let mut prepared = prepare_put(&ctx, input, opts, &mut session)?;
+    crate::fault::point("put-before-commit");
     let added = ctx.index.commit_put(&prepared.packs, &prepared.layer)?;
     prepared.committed();
+    crate::fault::point("put-after-commit");
     let mut info = prepared.info.clone();
     info.new_layer = added;
     if !added {
