@@ -15,6 +15,7 @@ pub mod chunker;
 pub mod digest;
 pub mod error;
 pub mod fault;
+pub mod fuzzing;
 pub mod gc;
 mod get;
 pub mod image;

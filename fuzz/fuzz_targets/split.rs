@@ -1,0 +1,8 @@
+#![no_main]
+//! Fuzz target: see `layerstore::fuzzing::split` for the property checked.
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    layerstore::fuzzing::split(data);
+});

@@ -1,0 +1,103 @@
+//! Entry points for the fuzz targets under `fuzz/`, one per parser of
+//! outside data. They live in the library so that `tests/fuzz_corpus.rs`
+//! replays the committed seed corpus and every past crash input in a plain
+//! `cargo test`. Each function must return normally for any input: a
+//! panic is a bug (the properties below are asserted).
+
+use std::io::Read;
+
+use crate::chunker::{Cdc, ChunkParams};
+use crate::split::{Piece, Splitter};
+
+/// Splitting: the pieces always concatenate back to the input, and no
+/// chunk exceeds the maximum size.
+pub fn split(data: &[u8]) {
+    // Small parameters so short inputs still cut several chunks.
+    let params = ChunkParams {
+        min_size: 64,
+        avg_size: 256,
+        max_size: 1024,
+    };
+    let mut splitter = Splitter::new(data, Cdc::new(params));
+    let mut out = Vec::with_capacity(data.len());
+    while let Some(piece) = splitter.next_piece().expect("reading a slice cannot fail") {
+        match piece {
+            Piece::Inline(b) => out.extend_from_slice(b),
+            Piece::Chunk(b) => {
+                assert!(!b.is_empty() && b.len() <= 1024, "chunk of {} bytes", b.len());
+                out.extend_from_slice(b);
+            }
+        }
+    }
+    assert!(out == data, "pieces do not concatenate to the input");
+}
+
+/// Recipe decoding: any bytes decode to entries or an error.
+pub fn recipe(data: &[u8]) {
+    if let Ok(reader) = crate::recipe::RecipeReader::new(data) {
+        for entry in reader.take(100_000) {
+            if entry.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Pack scanning and frame decoding.
+pub fn pack_frames(data: &[u8]) {
+    for item in crate::pack::scan_frames(data).take(10_000) {
+        let Ok((offset, header)) = item else { break };
+        let start = (offset + header.header_len()) as usize;
+        let end = (offset + header.total_len()) as usize;
+        if let Some(payload) = data.get(start..end) {
+            let _ = header.decode_payload(payload);
+        }
+    }
+}
+
+/// Compressed-input detection and decoding, capped at 64 MiB of output.
+pub fn decompress(data: &[u8]) {
+    if let Ok(stream) = crate::input::LayerStream::open(data) {
+        let mut limited = stream.take(64 << 20);
+        let mut sink = [0u8; 64 << 10];
+        while let Ok(n) = limited.read(&mut sink) {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+}
+
+/// OCI index, manifest and config parsing, and docker `manifest.json`.
+pub fn oci_documents(data: &[u8]) {
+    let _ = crate::oci::parse_index(data, "fuzz");
+    let _ = crate::oci::parse_manifest(data, "fuzz");
+    let _ = crate::oci::parse_config(data, "fuzz");
+    let _ = crate::oci::parse_docker_manifest(data, "fuzz");
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = crate::oci::normalize_path(text, "fuzz");
+        if let Some((a, b)) = text.split_once('\n') {
+            let _ = crate::oci::resolve_link(a, b, "fuzz");
+        }
+    }
+}
+
+/// Put then get on a scratch store: the layer comes back byte for byte
+/// (or the put is refused as bad compressed input, and the store stays
+/// consistent).
+pub fn put_get(store: &crate::Store, data: &[u8]) {
+    match store.put_layer(data) {
+        Ok(info) => {
+            let mut back = Vec::with_capacity(info.size as usize);
+            store
+                .get_layer(&info.digest, &mut back)
+                .expect("a stored layer must come back");
+            if info.compressed_digest.is_none() {
+                assert!(back == data, "round trip changed the bytes");
+            }
+            assert_eq!(crate::Digest::of(&back), info.digest);
+        }
+        Err(crate::Error::InvalidInput { .. }) => {}
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
