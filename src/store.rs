@@ -262,18 +262,66 @@ impl Store {
     /// an image, then chunks no layer uses, then rewrites packs whose live
     /// share is below `opts.rewrite_below`. Waits for running puts, imports
     /// and gets (they hold the store lock shared) and makes new ones wait.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = layerstore::Store::open(dir.path().join("store"))?;
+    /// # let mut b = tar::Builder::new(Vec::new());
+    /// # let mut h = tar::Header::new_gnu();
+    /// # h.set_size(3);
+    /// # h.set_cksum();
+    /// # b.append_data(&mut h, "a.txt", &b"abc"[..])?;
+    /// # let layer_tar: Vec<u8> = b.into_inner()?;
+    /// let digest = store.put_layer(&layer_tar[..])?.digest;
+    /// store.remove_layer(&digest)?;
+    /// let report = store.gc(&layerstore::GcOptions::default())?;
+    /// assert_eq!(report.chunks_removed, 1);
+    /// assert_eq!(store.stats()?.pack_bytes, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn gc(&self, opts: &GcOptions) -> Result<GcReport> {
         gc::collect_garbage(self, opts)
     }
 
     /// Checks the store's invariants (see [`VerifyOptions`]); with
     /// `repair`, first restores what the packs still hold.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = layerstore::Store::open(dir.path().join("store"))?;
+    /// # let mut b = tar::Builder::new(Vec::new());
+    /// # let mut h = tar::Header::new_gnu();
+    /// # h.set_size(3);
+    /// # h.set_cksum();
+    /// # b.append_data(&mut h, "a.txt", &b"abc"[..])?;
+    /// # let layer_tar: Vec<u8> = b.into_inner()?;
+    /// store.put_layer(&layer_tar[..])?;
+    /// let report = store.verify(&layerstore::VerifyOptions { full: true, repair: false })?;
+    /// assert!(report.is_clean(), "{:?}", report.problems);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn verify(&self, opts: &VerifyOptions) -> Result<VerifyReport> {
         verify::verify(self, opts)
     }
 
     /// Stores one layer (plain tar, gzip or zstd, detected from its first
     /// bytes) and pins it. See [`Store::put_layer_with`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = layerstore::Store::open(dir.path().join("store"))?;
+    /// # let mut b = tar::Builder::new(Vec::new());
+    /// # let mut h = tar::Header::new_gnu();
+    /// # h.set_size(3);
+    /// # h.set_cksum();
+    /// # b.append_data(&mut h, "a.txt", &b"abc"[..])?;
+    /// # let layer_tar: Vec<u8> = b.into_inner()?;
+    /// let info = store.put_layer(&layer_tar[..])?;
+    /// assert_eq!(info.size, layer_tar.len() as u64);
+    /// // The same layer again adds nothing.
+    /// assert_eq!(store.put_layer(&layer_tar[..])?.added_bytes, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn put_layer(&self, input: impl Read + Send) -> Result<LayerInfo> {
         self.put_layer_with(input, &PutOptions::default())
     }
@@ -392,6 +440,22 @@ impl Store {
     /// DiffID or a recorded compressed digest) to `out`. Every chunk and
     /// the whole layer are checked on the way; on error the bytes written
     /// so far are a correct prefix, never wrong data.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = layerstore::Store::open(dir.path().join("store"))?;
+    /// # let mut b = tar::Builder::new(Vec::new());
+    /// # let mut h = tar::Header::new_gnu();
+    /// # h.set_size(3);
+    /// # h.set_cksum();
+    /// # b.append_data(&mut h, "a.txt", &b"abc"[..])?;
+    /// # let layer_tar: Vec<u8> = b.into_inner()?;
+    /// let digest = store.put_layer(&layer_tar[..])?.digest;
+    /// let mut out = Vec::new();
+    /// let got = store.get_layer(&digest, &mut out)?;
+    /// assert_eq!((out, got.size), (layer_tar.clone(), layer_tar.len() as u64));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get_layer(&self, digest: &Digest, mut out: impl Write) -> Result<GetInfo> {
         self.get_layer_with(digest, &mut out, None)
     }
@@ -466,12 +530,44 @@ impl Store {
     }
 
     /// All layers, oldest first.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = layerstore::Store::open(dir.path().join("store"))?;
+    /// # let mut b = tar::Builder::new(Vec::new());
+    /// # let mut h = tar::Header::new_gnu();
+    /// # h.set_size(3);
+    /// # h.set_cksum();
+    /// # b.append_data(&mut h, "a.txt", &b"abc"[..])?;
+    /// # let layer_tar: Vec<u8> = b.into_inner()?;
+    /// store.put_layer(&layer_tar[..])?;
+    /// let layers = store.layers()?;
+    /// assert_eq!(layers.len(), 1);
+    /// assert!(layers[0].pinned);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn layers(&self) -> Result<Vec<LayerSummary>> {
         Ok(summaries(self.index()?.list_layers(None)?))
     }
 
     /// Unpins a layer (named by DiffID or compressed digest) and removes it
     /// from the listing; the space it alone used comes back at the next gc.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = layerstore::Store::open(dir.path().join("store"))?;
+    /// # let mut b = tar::Builder::new(Vec::new());
+    /// # let mut h = tar::Header::new_gnu();
+    /// # h.set_size(3);
+    /// # h.set_cksum();
+    /// # b.append_data(&mut h, "a.txt", &b"abc"[..])?;
+    /// # let layer_tar: Vec<u8> = b.into_inner()?;
+    /// let digest = store.put_layer(&layer_tar[..])?.digest;
+    /// store.remove_layer(&digest)?;
+    /// assert!(store.layers()?.is_empty());
+    /// assert!(store.get_layer(&digest, std::io::sink()).unwrap_err().is_not_found());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn remove_layer(&self, digest: &Digest) -> Result<Digest> {
         let mut index = self.index()?;
         let (row, _) = self.resolve(&index, digest)?;
@@ -484,6 +580,21 @@ impl Store {
     }
 
     /// Figures for the whole store.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = layerstore::Store::open(dir.path().join("store"))?;
+    /// # let mut b = tar::Builder::new(Vec::new());
+    /// # let mut h = tar::Header::new_gnu();
+    /// # h.set_size(3);
+    /// # h.set_cksum();
+    /// # b.append_data(&mut h, "a.txt", &b"abc"[..])?;
+    /// # let layer_tar: Vec<u8> = b.into_inner()?;
+    /// store.put_layer(&layer_tar[..])?;
+    /// let stats = store.stats()?;
+    /// assert_eq!((stats.layers, stats.logical_bytes), (1, layer_tar.len() as u64));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn stats(&self) -> Result<StoreStats> {
         let s = self.index()?.stats()?;
         let stored_bytes = dir_size(&self.root)?;
