@@ -83,7 +83,11 @@ fn main() {
         stats.pack_bytes as f64 / 1e6,
         start.elapsed().as_secs_f64()
     );
-    assert!(stats.chunks >= target * 9 / 10, "only {} chunks", stats.chunks);
+    assert!(
+        stats.chunks >= target * 9 / 10,
+        "only {} chunks",
+        stats.chunks
+    );
     let rss_before = peak_rss_kib();
     let t = Instant::now();
     let report = store.gc(&GcOptions::default()).expect("gc");

@@ -24,7 +24,11 @@ pub fn split(data: &[u8]) {
         match piece {
             Piece::Inline(b) => out.extend_from_slice(b),
             Piece::Chunk(b) => {
-                assert!(!b.is_empty() && b.len() <= 1024, "chunk of {} bytes", b.len());
+                assert!(
+                    !b.is_empty() && b.len() <= 1024,
+                    "chunk of {} bytes",
+                    b.len()
+                );
                 out.extend_from_slice(b);
             }
         }
