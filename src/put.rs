@@ -179,10 +179,17 @@ pub(crate) fn prepare_put<R: Read + Send>(
         let read_result = reader
             .join()
             .map_err(|_| Error::Corrupt("input reader thread panicked".into()))?;
-        // The reader's error explains a split failure caused by bad input.
-        let outcome = read_result?;
-        let mut stored = split_result?;
-        finish_prepare(ctx, outcome, &mut stored, session)
+        match (read_result, split_result) {
+            (Ok(Some(outcome)), Ok(mut stored)) => {
+                finish_prepare(ctx, outcome, &mut stored, session)
+            }
+            // The reader stopped because the splitter did: the splitter's
+            // error (a full disk, say) is the cause.
+            (Ok(None), Err(e)) | (Ok(Some(_)), Err(e)) => Err(e),
+            // Bad input: the reader's error explains why splitting stopped.
+            (Err(e), _) => Err(e),
+            (Ok(None), Ok(_)) => Err(Error::Corrupt("input ended without a result".into())),
+        }
     })
 }
 
@@ -193,7 +200,7 @@ fn read_input<R: Read>(
     progress: Option<&(dyn Fn(u64) + Sync)>,
     tx: Sender<io::Result<Vec<u8>>>,
     free: Receiver<Vec<u8>>,
-) -> Result<ReadOutcome> {
+) -> Result<Option<ReadOutcome>> {
     let fail = |tx: &Sender<io::Result<Vec<u8>>>, err: Error| {
         let _ = tx.send(Err(io::Error::other("input failed")));
         Err(err)
@@ -256,7 +263,7 @@ fn read_input<R: Read>(
         }
         if tx.send(Ok(buf)).is_err() {
             // The splitter stopped; its error is the one to report.
-            return Err(Error::Corrupt("splitter stopped early".into()));
+            return Ok(None);
         }
     }
     let (compressed_digest, input_size) = match stream.finish() {
@@ -266,13 +273,13 @@ fn read_input<R: Read>(
     if let Some(p) = progress {
         p(input_size);
     }
-    Ok(ReadOutcome {
+    Ok(Some(ReadOutcome {
         diff_id: Digest::from_bytes(hasher.finalize().into()),
         size,
         compression,
         compressed_digest,
         input_size,
-    })
+    }))
 }
 
 /// Feeds the splitter from the reader thread's buffers.
