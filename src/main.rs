@@ -190,8 +190,16 @@ fn run(cli: Cli) -> Result<()> {
         Command::Get { digest, output } => get(&store, &digest, output),
         Command::Ls { json } => ls(&store, json),
         Command::Rm { digests } => {
-            for d in digests {
-                let digest = parse_digest(&d)?;
+            // Check every argument first, so a bad one removes nothing.
+            let mut parsed = Vec::with_capacity(digests.len());
+            for d in &digests {
+                let digest = parse_digest(d)?;
+                store
+                    .layer(&digest)
+                    .with_context(|| format!("removing {d}"))?;
+                parsed.push((d, digest));
+            }
+            for (d, digest) in parsed {
                 let removed = store
                     .remove_layer(&digest)
                     .with_context(|| format!("removing {d}"))?;
