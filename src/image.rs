@@ -831,25 +831,30 @@ pub(crate) fn import(
 
 // ---------------------------------------------------------------- queries
 
-/// Manifests an image name covers.
+/// Manifests an image name covers, in index order.
 fn manifests_of(index: &Index, target: &Digest) -> Result<Vec<ManifestRecord>> {
-    if let Some(m) = index.manifest(target)? {
-        return Ok(vec![m]);
-    }
     let mut out = Vec::new();
-    let mut stack = vec![(*target, 0usize)];
-    while let Some((digest, depth)) = stack.pop() {
-        if depth > MAX_INDEX_DEPTH {
-            break;
-        }
-        for child in index.index_children(&digest)?.into_iter().rev() {
-            match index.manifest(&child)? {
-                Some(m) => out.push(m),
-                None => stack.push((child, depth + 1)),
-            }
-        }
-    }
+    collect_manifests(index, target, 0, &mut out)?;
     Ok(out)
+}
+
+fn collect_manifests(
+    index: &Index,
+    digest: &Digest,
+    depth: usize,
+    out: &mut Vec<ManifestRecord>,
+) -> Result<()> {
+    if let Some(m) = index.manifest(digest)? {
+        out.push(m);
+        return Ok(());
+    }
+    if depth > MAX_INDEX_DEPTH {
+        return Ok(());
+    }
+    for child in index.index_children(digest)? {
+        collect_manifests(index, &child, depth + 1, out)?;
+    }
+    Ok(())
 }
 
 fn media_type_of(index: &Index, digest: &Digest) -> Result<String> {

@@ -16,6 +16,10 @@ use crate::error::{Error, Result};
 
 /// Largest JSON document (index, manifest, config) accepted.
 pub const MAX_JSON: u64 = 4 << 20;
+/// Deepest nesting of arrays and objects accepted anywhere in a document,
+/// including fields layerstore does not read (real clients refuse deeper
+/// documents, so storing them would serve images nobody can use).
+pub const MAX_JSON_DEPTH: usize = 64;
 
 /// OCI image index.
 pub const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -226,6 +230,13 @@ fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8], context: &str) -> Result<
             ),
         ));
     }
+    if let Some(offset) = too_deep(bytes, MAX_JSON_DEPTH) {
+        return Err(Error::InvalidInput {
+            source_name: context.to_string(),
+            offset: Some(offset as u64),
+            reason: format!("JSON nests deeper than {MAX_JSON_DEPTH} levels"),
+        });
+    }
     serde_json::from_slice(bytes).map_err(|e| {
         invalid(
             context,
@@ -236,6 +247,34 @@ fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8], context: &str) -> Result<
             ),
         )
     })
+}
+
+/// Offset where arrays/objects (outside strings) first nest deeper than `max`.
+fn too_deep(bytes: &[u8], max: usize) -> Option<usize> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Some(i);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Parses and checks an image index.
@@ -435,7 +474,19 @@ mod tests {
         let err = parse_manifest(deep.as_bytes(), "m")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("malformed JSON"), "{err}");
+        assert!(err.contains("deeper than"), "{err}");
+        let hidden = format!(
+            r#"{{"schemaVersion":2,"x":"[[[[","extra":{}1{}}}"#,
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        let err = parse_index(hidden.as_bytes(), "i").unwrap_err().to_string();
+        assert!(err.contains("deeper than"), "{err}");
+        let fine = format!(
+            r#"{{"schemaVersion":2,"manifests":[],"s":"{}\"["}}"#,
+            "[".repeat(100)
+        );
+        assert!(parse_index(fine.as_bytes(), "i").is_ok());
         assert!(parse_docker_manifest(br#"[{"Config":"../x.json","Layers":[]}]"#, "d").is_err());
     }
 }

@@ -1,0 +1,521 @@
+//! Helpers for tests/images.rs: deterministic content, layer tars (GNU tar
+//! and the tar crate), hand-built docker archives and OCI layouts, the real
+//! OCI clients (skopeo, umoci), the `layerstore` CLI, and store snapshots
+//! that show whether a failed import left anything behind.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use layerstore::{Digest, Store};
+use serde_json::{Value, json};
+
+/// The `layerstore` binary built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_layerstore");
+
+pub const MT_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const MT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const MT_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const MT_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+pub const MT_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+// ---------------------------------------------------------------------------
+// Content
+// ---------------------------------------------------------------------------
+
+/// SplitMix64, so every run builds the same bytes.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// `len` incompressible bytes.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        for chunk in out.chunks_mut(8) {
+            let v = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+        out
+    }
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn sha(bytes: &[u8]) -> String {
+    Digest::of(bytes).to_string()
+}
+
+/// The hex part of `sha256:<hex>`.
+pub fn hex(digest: &str) -> &str {
+    digest.strip_prefix("sha256:").expect("a sha256 digest")
+}
+
+/// Writes `files` (path, content) under `root`, creating directories.
+pub fn write_tree(root: &Path, files: &[(&str, &[u8])]) {
+    for (rel, content) in files {
+        let path = root.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, content).unwrap();
+    }
+}
+
+/// Makes a layer tar of `dir` with GNU tar (`tar cf OUT -C DIR .`),
+/// deterministic headers; returns its bytes.
+pub fn gnu_tar(dir: &Path, out: &Path) -> Vec<u8> {
+    let status = Command::new("tar")
+        .args([
+            "--sort=name",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+            "--mtime=@1700000000",
+            "-cf",
+        ])
+        .arg(out)
+        .arg("-C")
+        .arg(dir)
+        .arg(".")
+        .status()
+        .expect("GNU tar must be installed");
+    assert!(status.success(), "tar cf {} failed", out.display());
+    fs::read(out).unwrap()
+}
+
+/// A layer tar built in memory with the tar crate: regular files only.
+pub fn tar_layer(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, content) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(1_700_000_000);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        builder.append_data(&mut header, path, *content).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+/// Gzip-compresses bytes (the crate's own flate2).
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// Image documents
+// ---------------------------------------------------------------------------
+
+/// An image config listing `diff_ids`.
+pub fn config_json(arch: &str, diff_ids: &[String]) -> Vec<u8> {
+    let history: Vec<Value> = diff_ids
+        .iter()
+        .enumerate()
+        .map(|(i, _)| json!({"created_by": format!("layer {i}")}))
+        .collect();
+    serde_json::to_vec(&json!({
+        "architecture": arch,
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": history,
+    }))
+    .unwrap()
+}
+
+/// A descriptor of `bytes`.
+pub fn desc(media_type: &str, bytes: &[u8]) -> Value {
+    json!({"mediaType": media_type, "digest": sha(bytes), "size": bytes.len()})
+}
+
+/// An OCI image manifest, pretty-printed (so that any re-encoding by the
+/// store would change its digest).
+pub fn manifest_json(config: &Value, layers: &[Value]) -> Vec<u8> {
+    serde_json::to_vec_pretty(&json!({
+        "schemaVersion": 2,
+        "mediaType": MT_MANIFEST,
+        "config": config,
+        "layers": layers,
+    }))
+    .unwrap()
+}
+
+/// An OCI image index listing `manifests`, pretty-printed.
+pub fn index_json(manifests: &[Value]) -> Vec<u8> {
+    serde_json::to_vec_pretty(&json!({
+        "schemaVersion": 2,
+        "mediaType": MT_INDEX,
+        "manifests": manifests,
+    }))
+    .unwrap()
+}
+
+/// `desc` with a ref.name annotation.
+pub fn named(mut desc: Value, name: &str) -> Value {
+    desc["annotations"] = json!({ REF_NAME: name });
+    desc
+}
+
+// ---------------------------------------------------------------------------
+// OCI layouts and docker archives built by hand
+// ---------------------------------------------------------------------------
+
+/// An OCI image layout directory being written.
+pub struct Layout {
+    pub dir: PathBuf,
+}
+
+impl Layout {
+    pub fn new(dir: &Path) -> Layout {
+        fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        Layout {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        self.dir.join("blobs/sha256").join(hex(digest))
+    }
+
+    /// Writes a blob under its own digest; returns its descriptor.
+    pub fn blob(&self, media_type: &str, bytes: &[u8]) -> Value {
+        let d = desc(media_type, bytes);
+        fs::write(self.blob_path(&sha(bytes)), bytes).unwrap();
+        d
+    }
+
+    /// Writes uncompressed layers, their config and a manifest; returns
+    /// the manifest's descriptor.
+    pub fn image(&self, arch: &str, layers: &[&[u8]]) -> Value {
+        let diff_ids: Vec<String> = layers.iter().map(|l| sha(l)).collect();
+        let config = self.blob(MT_CONFIG, &config_json(arch, &diff_ids));
+        let descs: Vec<Value> = layers.iter().map(|l| self.blob(MT_LAYER, l)).collect();
+        self.blob(MT_MANIFEST, &manifest_json(&config, &descs))
+    }
+
+    /// Writes index.json listing `entries`.
+    pub fn index(&self, entries: &[Value]) {
+        fs::write(self.dir.join("index.json"), index_json(entries)).unwrap();
+    }
+
+    /// Writes index.json verbatim.
+    pub fn raw_index(&self, bytes: &[u8]) {
+        fs::write(self.dir.join("index.json"), bytes).unwrap();
+    }
+}
+
+/// A one-image layout with uncompressed layers, named `name`.
+pub fn simple_layout(dir: &Path, name: &str, layers: &[&[u8]]) -> Layout {
+    let layout = Layout::new(dir);
+    let m = layout.image("amd64", layers);
+    layout.index(&[named(m, name)]);
+    layout
+}
+
+/// One entry of a tar archive written by [`write_tar`].
+pub enum Entry<'a> {
+    File(&'a str, &'a [u8]),
+    Symlink(&'a str, &'a str),
+}
+
+/// Writes a tar archive of `entries` with the tar crate.
+pub fn write_tar(out: &Path, entries: &[Entry<'_>]) {
+    let mut builder = tar::Builder::new(fs::File::create(out).unwrap());
+    for entry in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        match entry {
+            Entry::File(path, content) => {
+                header.set_size(content.len() as u64);
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_cksum();
+                builder.append_data(&mut header, path, *content).unwrap();
+            }
+            Entry::Symlink(path, target) => {
+                header.set_size(0);
+                header.set_entry_type(tar::EntryType::Symlink);
+                builder.append_link(&mut header, path, target).unwrap();
+            }
+        }
+    }
+    builder.finish().unwrap();
+}
+
+/// A `docker save` archive of `layers` tagged `tags`, laid out the classic
+/// way (`<config hex>.json`, `<diffid hex>/layer.tar`, `manifest.json`).
+pub fn docker_archive(out: &Path, tags: &[&str], layers: &[&[u8]]) -> Vec<String> {
+    let diff_ids: Vec<String> = layers.iter().map(|l| sha(l)).collect();
+    let config = config_json("amd64", &diff_ids);
+    docker_archive_with(out, tags, &config, layers, None);
+    diff_ids
+}
+
+/// [`docker_archive`] with a given config and, optionally, the paths
+/// manifest.json names as layers (so they can be wrong).
+pub fn docker_archive_with(
+    out: &Path,
+    tags: &[&str],
+    config: &[u8],
+    layers: &[&[u8]],
+    layer_paths: Option<Vec<String>>,
+) {
+    let config_path = format!("{}.json", hex(&sha(config)));
+    let stored_paths: Vec<String> = layers
+        .iter()
+        .map(|l| format!("{}/layer.tar", hex(&sha(l))))
+        .collect();
+    let listed = layer_paths.unwrap_or_else(|| stored_paths.clone());
+    let manifest = serde_json::to_vec(&json!([{
+        "Config": config_path,
+        "RepoTags": tags,
+        "Layers": listed,
+    }]))
+    .unwrap();
+    let mut entries = vec![Entry::File(&config_path, config)];
+    for (path, bytes) in stored_paths.iter().zip(layers) {
+        entries.push(Entry::File(path, bytes));
+    }
+    entries.push(Entry::File("manifest.json", &manifest));
+    write_tar(out, &entries);
+}
+
+// ---------------------------------------------------------------------------
+// External programs
+// ---------------------------------------------------------------------------
+
+/// Finds a program on PATH; panics (the test fails, it does not skip) if it
+/// is missing.
+pub fn require_tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/bin")]) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "{name} is required by the image tests but was not found on PATH or in /usr/bin; \
+         install it (apt-get install skopeo umoci)"
+    );
+}
+
+/// Runs a program; panics with its output unless it succeeds.
+pub fn run_ok(program: &Path, args: &[&OsStr]) -> Output {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    assert!(
+        out.status.success(),
+        "{} {:?} failed ({}):\nstdout: {}\nstderr: {}",
+        program.display(),
+        args,
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `skopeo --insecure-policy ARGS` (no signature policy: everything is local).
+pub fn skopeo(args: &[&str]) -> Output {
+    let skopeo = require_tool("skopeo");
+    let mut all: Vec<&OsStr> = vec![OsStr::new("--insecure-policy")];
+    all.extend(args.iter().map(OsStr::new));
+    run_ok(&skopeo, &all)
+}
+
+/// `skopeo inspect ARGS`, parsed.
+pub fn skopeo_inspect(args: &[&str]) -> Value {
+    let mut all = vec!["inspect"];
+    all.extend(args);
+    let out = skopeo(&all);
+    serde_json::from_slice(&out.stdout).expect("skopeo inspect prints JSON")
+}
+
+/// `oci:DIR:NAME` for skopeo.
+pub fn oci_ref(dir: &Path, name: &str) -> String {
+    let dir = dir.to_str().unwrap();
+    assert!(
+        !dir.contains(':'),
+        "skopeo references cannot hold ':' in paths"
+    );
+    format!("oci:{dir}:{name}")
+}
+
+/// `docker-archive:FILE[:NAME]` for skopeo.
+pub fn docker_ref(file: &Path, name: Option<&str>) -> String {
+    let file = file.to_str().unwrap();
+    assert!(!file.contains(':'));
+    match name {
+        Some(n) => format!("docker-archive:{file}:{n}"),
+        None => format!("docker-archive:{file}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The CLI
+// ---------------------------------------------------------------------------
+
+/// `layerstore --store STORE ARGS`.
+pub fn cli(store: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .env_remove("LAYERSTORE_DIR")
+        .env_remove("LAYERSTORE_CRASH_AT")
+        .output()
+        .expect("run layerstore")
+}
+
+/// Runs the CLI, asserts success, returns stdout.
+pub fn cli_ok(store: &Path, args: &[&str]) -> String {
+    let out = cli(store, args);
+    assert!(
+        out.status.success(),
+        "layerstore {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs the CLI with `--json`, asserts success, parses stdout.
+pub fn cli_json(store: &Path, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let text = cli_ok(store, &all);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?} printed bad JSON: {e}\n{text}"))
+}
+
+/// Runs the CLI, asserts it fails with exit 1 and a `layerstore: error:`
+/// message; returns stderr.
+pub fn cli_err(store: &Path, args: &[&str]) -> String {
+    let out = cli(store, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "layerstore {args:?} should fail with exit 1; stdout: {} stderr: {stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr.starts_with("layerstore: error: "),
+        "layerstore {args:?}: unexpected stderr {stderr:?}"
+    );
+    stderr
+}
+
+// ---------------------------------------------------------------------------
+// Store state
+// ---------------------------------------------------------------------------
+
+/// The DiffIDs of each manifest of an image, via the library.
+pub fn image_diff_ids(store: &Store, name: &str) -> Vec<Vec<String>> {
+    store
+        .image(name)
+        .unwrap_or_else(|e| panic!("image {name}: {e}"))
+        .manifests
+        .iter()
+        .map(|m| m.layers.iter().map(|l| l.diff_id.to_string()).collect())
+        .collect()
+}
+
+/// A layer's bytes, via the library.
+pub fn get(store: &Store, digest: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    store
+        .get_layer(&digest.parse().unwrap(), &mut out)
+        .unwrap_or_else(|e| panic!("get {digest}: {e}"));
+    out
+}
+
+/// Everything a failed import must leave as it was.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub layers: u64,
+    pub chunks: u64,
+    pub packs: u64,
+    pub pack_bytes: u64,
+    pub logical_bytes: u64,
+    pub aliases: u64,
+    pub layer_list: Vec<(String, bool)>,
+    pub images: Vec<(String, String)>,
+    /// Every file under STORE/packs, with its size.
+    pub pack_files: BTreeSet<(String, u64)>,
+    /// Names in STORE itself (index.db-wal and -shm come and go with SQLite).
+    pub root_names: BTreeSet<String>,
+}
+
+pub fn snapshot(store: &Store) -> Snapshot {
+    let s = store.stats().unwrap();
+    let mut pack_files = BTreeSet::new();
+    let mut stack = vec![store.path().join("packs")];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let meta = fs::symlink_metadata(e.path()).unwrap();
+            if meta.is_dir() {
+                stack.push(e.path());
+            }
+            let rel = e.path().strip_prefix(store.path()).unwrap().to_owned();
+            pack_files.insert((rel.display().to_string(), meta.len()));
+        }
+    }
+    let root_names = fs::read_dir(store.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with("-wal") && !n.ends_with("-shm"))
+        .collect();
+    Snapshot {
+        layers: s.layers,
+        chunks: s.chunks,
+        packs: s.packs,
+        pack_bytes: s.pack_bytes,
+        logical_bytes: s.logical_bytes,
+        aliases: s.aliases,
+        layer_list: store
+            .layers()
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.digest.to_string(), l.pinned))
+            .collect(),
+        images: store
+            .images()
+            .unwrap()
+            .into_iter()
+            .map(|i| (i.name, i.digest.to_string()))
+            .collect(),
+        pack_files,
+        root_names,
+    }
+}
+
+/// DiffIDs of the layers the store lists.
+pub fn layer_set(store: &Store) -> BTreeSet<String> {
+    store
+        .layers()
+        .unwrap()
+        .into_iter()
+        .map(|l| l.digest.to_string())
+        .collect()
+}
