@@ -9,7 +9,7 @@
 //! transaction commits, and pack data is always fsynced before that.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
@@ -18,6 +18,9 @@ use crate::error::{Error, Result};
 
 /// Index schema version written by this build.
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// How long a writer waits for another process's transaction.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(600);
 
 const SCHEMA: &str = "
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -356,8 +359,22 @@ impl Index {
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        conn.busy_timeout(Duration::from_secs(600))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Switching a new database to WAL needs an exclusive lock that
+        // SQLite does not wait for with the busy handler, so processes
+        // opening a fresh store at the same moment retry here.
+        let started = Instant::now();
+        loop {
+            match conn.pragma_update(None, "journal_mode", "WAL") {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && started.elapsed() < BUSY_TIMEOUT =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                other => break other?,
+            }
+        }
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "OFF")?;
         let mut index = Index { conn };
@@ -996,6 +1013,18 @@ impl Index {
         Ok(self
             .conn
             .query_row("SELECT id FROM packs WHERE name = ?1", [name], |r| r.get(0))?)
+    }
+
+    /// The row id of the frame at `offset` of a pack, if the index has one.
+    pub fn frame_at(&self, pack: i64, offset: u64) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id FROM frames WHERE pack = ?1 AND offset = ?2",
+                params![pack, offset],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     /// Repair: the row id of the frame at `offset` of a pack, adding it if missing.

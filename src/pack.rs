@@ -325,6 +325,9 @@ pub struct PackWriter {
     tmp_path: PathBuf,
     out: Option<BufWriter<File>>,
     len: u64,
+    /// Set once the pack is renamed into place; until then dropping the
+    /// writer (also after a failed flush, fsync or rename) removes the file.
+    renamed: bool,
 }
 
 /// A finished, durable pack.
@@ -359,6 +362,7 @@ impl PackWriter {
             tmp_path,
             out: Some(out),
             len: PACK_HEADER_LEN,
+            renamed: false,
         })
     }
 
@@ -412,6 +416,7 @@ impl PackWriter {
         let final_path = self.dir.join(&self.name);
         fs::rename(&self.tmp_path, &final_path)
             .context(|| format!("renaming pack to {}", final_path.display()))?;
+        self.renamed = true;
         sync_dir(&self.dir)?;
         crate::fault::point("pack-renamed");
         Ok(FinishedPack {
@@ -423,7 +428,7 @@ impl PackWriter {
 
 impl Drop for PackWriter {
     fn drop(&mut self) {
-        if self.out.take().is_some() {
+        if !self.renamed {
             let _ = fs::remove_file(&self.tmp_path);
         }
     }

@@ -637,9 +637,13 @@ fn dir_size(dir: &Path) -> Result<u64> {
     let mut total = 0;
     for entry in fs::read_dir(dir).context(|| format!("listing {}", dir.display()))? {
         let entry = entry.context(|| format!("listing {}", dir.display()))?;
-        let meta = entry
-            .metadata()
-            .context(|| format!("reading {}", entry.path().display()))?;
+        // Other processes create and remove files (the index's WAL and
+        // shared-memory files, temporary packs) while we sum.
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(format!("reading {}", entry.path().display()), e)),
+        };
         if meta.is_dir() {
             total += dir_size(&entry.path())?;
         } else if meta.is_file() {

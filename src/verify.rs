@@ -354,6 +354,14 @@ fn repair(store: &Store, index: &mut Index, damage: &Damage) -> Result<Vec<Strin
     names.sort();
     let mut recipes: Vec<(Digest, u64, i64, Vec<u8>)> = Vec::new();
     let mut restored_chunks = 0u64;
+    // gc drops the frame rows of the recipes of layers it removed, but a
+    // pack it kept may still hold those frames. In a pack the index knows,
+    // a recipe frame without a row is such a removed layer, not a lost one.
+    let known_packs: HashSet<String> = index
+        .pack_names()?
+        .into_iter()
+        .map(|(_, name, _)| name)
+        .collect();
     for name in names {
         let path = packs_dir.join(&name);
         let Ok(map) = fs::File::open(&path).and_then(|f| unsafe { Mmap::map(&f) }) else {
@@ -374,6 +382,7 @@ fn repair(store: &Store, index: &mut Index, damage: &Damage) -> Result<Vec<Strin
         if frames.is_empty() {
             continue;
         }
+        let pack_was_known = known_packs.contains(&name);
         let pack_id = index.repair_pack(&name, map.len() as u64)?;
         // Decode and verify frames in parallel; record them in order.
         let decoded: Vec<(u64, FrameHeader, Option<Vec<u8>>)> = frames
@@ -434,8 +443,9 @@ fn repair(store: &Store, index: &mut Index, damage: &Damage) -> Result<Vec<Strin
                 }
                 FrameKind::Recipe => {
                     if let Some((digest, size)) = header.recipe_of {
-                        let needed =
-                            damage.layers.contains(&digest) || index.layer(&digest)?.is_none();
+                        let needed = damage.layers.contains(&digest)
+                            || (index.layer(&digest)?.is_none()
+                                && (!pack_was_known || index.frame_at(pack_id, offset)?.is_some()));
                         if needed {
                             let frame = get_frame(index)?;
                             recipes.push((digest, size, frame, raw));

@@ -1,0 +1,518 @@
+//! Helpers for tests/reliability.rs: a seeded xorshift RNG, layer tars and
+//! docker archives built in memory, an independent sha256 (not layerstore's
+//! own), CLI wrappers around the real `layerstore` binary, a pack-format
+//! walker, and small filesystem utilities.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+
+use serde_json::Value;
+
+/// The `layerstore` binary built for these tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_layerstore");
+
+/// The tests of this file run one at a time: they spawn many processes and
+/// measure timing-sensitive things (kills), so they must not compete with
+/// each other for the two cores.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `LAYERSTORE_SOAK=N` multiplies the amount of work (default 1).
+pub fn soak() -> u64 {
+    std::env::var("LAYERSTORE_SOAK")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(1)
+}
+
+// ---------------------------------------------------------------------------
+// Deterministic randomness
+// ---------------------------------------------------------------------------
+
+/// xorshift64*: tiny, seeded, reproducible.
+#[derive(Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        // Scramble the seed so small seeds do not start with tiny states.
+        let mut s = seed ^ 0x9e37_79b9_7f4a_7c15;
+        s = (s ^ (s >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        Rng(if s == 0 { 0x2545_f491_4f6c_dd1d } else { s })
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform-ish in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        assert!(n > 0);
+        self.next_u64() % n
+    }
+
+    /// In `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    pub fn fill(&mut self, out: &mut [u8]) {
+        for chunk in out.chunks_mut(8) {
+            let v = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// `n` incompressible bytes.
+pub fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    Rng::new(seed).fill(&mut v);
+    v
+}
+
+/// `n` bytes that compress like text (zstd makes real frames of them).
+pub fn text_bytes(seed: u64, n: usize) -> Vec<u8> {
+    const WORDS: &[&str] = &[
+        "layer", "store", "chunk", "pack", "frame", "digest", "sha256", "tar", "the", "of", "and",
+        "image", "blob", "gzip", "index", "recipe", "offset", "0", "1", "42", "{", "}",
+    ];
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::with_capacity(n + 16);
+    while out.len() < n {
+        out.extend_from_slice(WORDS[rng.below(WORDS.len() as u64) as usize].as_bytes());
+        out.push(if rng.below(11) == 0 { b'\n' } else { b' ' });
+    }
+    out.truncate(n);
+    out
+}
+
+/// Random or text content, chosen by the seed.
+pub fn mixed_bytes(seed: u64, n: usize) -> Vec<u8> {
+    if seed.is_multiple_of(3) {
+        text_bytes(seed, n)
+    } else {
+        random_bytes(seed, n)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// sha256, independent of layerstore's Digest
+// ---------------------------------------------------------------------------
+
+/// `sha256:<hex>` of `data`, computed with the sha2 crate directly.
+pub fn sha256_digest(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    let hash = sha2::Sha256::digest(data);
+    let mut s = String::with_capacity(71);
+    s.push_str("sha256:");
+    for b in hash.iter() {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------
+// Tars and docker archives
+// ---------------------------------------------------------------------------
+
+/// A plain tar holding `files` (name, content) in order, with fixed
+/// metadata so the same files always make the same bytes.
+pub fn make_tar(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(name).expect("tar path");
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        b.append(&h, &data[..]).expect("tar append");
+    }
+    b.into_inner().expect("tar finish")
+}
+
+/// A layer file on disk with its expected DiffID.
+#[derive(Clone, Debug)]
+pub struct LayerFile {
+    pub path: PathBuf,
+    pub digest: String,
+    pub size: u64,
+}
+
+impl LayerFile {
+    pub fn write(path: PathBuf, tar: &[u8]) -> LayerFile {
+        fs::write(&path, tar).expect("writing layer file");
+        LayerFile {
+            digest: sha256_digest(tar),
+            size: tar.len() as u64,
+            path,
+        }
+    }
+
+    pub fn bytes(&self) -> Vec<u8> {
+        fs::read(&self.path).expect("reading layer file")
+    }
+}
+
+/// Writes a `docker save` archive at `path` with the given layer tars
+/// (base first) and RepoTags; returns the layers' DiffIDs.
+pub fn write_docker_archive(path: &Path, layers: &[Vec<u8>], tags: &[&str]) -> Vec<String> {
+    let diff_ids: Vec<String> = layers.iter().map(|l| sha256_digest(l)).collect();
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    });
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    let config_hex = sha256_digest(&config_bytes)[7..].to_string();
+    let layer_paths: Vec<String> = diff_ids
+        .iter()
+        .map(|d| format!("{}/layer.tar", &d[7..]))
+        .collect();
+    let manifest = serde_json::json!([{
+        "Config": format!("{config_hex}.json"),
+        "RepoTags": tags,
+        "Layers": layer_paths,
+    }]);
+    let mut files = vec![(format!("{config_hex}.json"), config_bytes)];
+    for (p, l) in layer_paths.iter().zip(layers) {
+        files.push((p.clone(), l.clone()));
+    }
+    files.push((
+        "manifest.json".to_string(),
+        serde_json::to_vec(&manifest).unwrap(),
+    ));
+    fs::write(path, make_tar(&files)).expect("writing docker archive");
+    diff_ids
+}
+
+// ---------------------------------------------------------------------------
+// The CLI
+// ---------------------------------------------------------------------------
+
+/// A `layerstore --store STORE` command with no inherited crash point.
+pub fn cli(store: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("--store").arg(store);
+    c.env_remove("LAYERSTORE_CRASH_AT");
+    c.env_remove("LAYERSTORE_DIR");
+    c.stdin(Stdio::null());
+    c
+}
+
+pub fn run(store: &Path, args: &[&str]) -> Output {
+    cli(store)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("spawning layerstore {args:?}: {e}"))
+}
+
+pub fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}; stderr: {}; stdout: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim(),
+        truncate_text(&String::from_utf8_lossy(&out.stdout), 2000)
+    )
+}
+
+fn truncate_text(s: &str, n: usize) -> String {
+    if s.len() <= n {
+        s.trim().to_string()
+    } else {
+        let mut end = n;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}... ({} bytes)", &s[..end], s.len())
+    }
+}
+
+#[track_caller]
+pub fn run_ok(store: &Path, args: &[&str]) -> Output {
+    let out = run(store, args);
+    assert!(
+        out.status.success(),
+        "layerstore {args:?} failed: {}",
+        describe(&out)
+    );
+    out
+}
+
+/// Runs a command that prints JSON; returns (exit success, parsed JSON).
+#[track_caller]
+pub fn run_json(store: &Path, args: &[&str]) -> (bool, Value) {
+    let out = run(store, args);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "layerstore {args:?} did not print JSON ({e}): {}",
+            describe(&out)
+        )
+    });
+    (out.status.success(), v)
+}
+
+/// `verify [--full] [--repair] --json`.
+#[track_caller]
+pub fn verify(store: &Path, full: bool, repair: bool) -> (bool, Value) {
+    let mut args = vec!["verify", "--json"];
+    if full {
+        args.push("--full");
+    }
+    if repair {
+        args.push("--repair");
+    }
+    run_json(store, &args)
+}
+
+/// The `problems` (or `warnings`) of a verify report as "subject: detail".
+pub fn findings(report: &Value, key: &str) -> Vec<(String, String)> {
+    report[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("verify report has no {key} array: {report}"))
+        .iter()
+        .map(|p| {
+            (
+                p["subject"].as_str().unwrap_or_default().to_string(),
+                p["detail"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+pub fn strings(report: &Value, key: &str) -> Vec<String> {
+    report[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("report has no {key} array: {report}"))
+        .iter()
+        .map(|s| s.as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Asserts a quick (or full) verify is clean: exit 0, no problems.
+#[track_caller]
+pub fn assert_verify_clean(store: &Path, full: bool, context: &str) -> Value {
+    let (ok, report) = verify(store, full, false);
+    let problems = findings(&report, "problems");
+    assert!(
+        ok && problems.is_empty(),
+        "{context}: verify{} is not clean: exit ok={ok}, problems {problems:#?}",
+        if full { " --full" } else { "" }
+    );
+    report
+}
+
+/// Digests listed by `ls --json`, with their pinned flag.
+pub fn listed_layers(store: &Path) -> Vec<(String, bool)> {
+    let (ok, v) = run_json(store, &["ls", "--json"]);
+    assert!(ok, "ls --json failed");
+    v.as_array()
+        .expect("ls --json prints an array")
+        .iter()
+        .map(|l| {
+            (
+                l["digest"].as_str().unwrap_or_default().to_string(),
+                l["pinned"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect()
+}
+
+/// Image names listed by `image ls --json`.
+pub fn listed_images(store: &Path) -> BTreeSet<String> {
+    let (ok, v) = run_json(store, &["image", "ls", "--json"]);
+    assert!(ok, "image ls --json failed");
+    v.as_array()
+        .expect("image ls --json prints an array")
+        .iter()
+        .map(|i| i["name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// `get DIGEST -o FILE`; returns the output (for the status) and the file
+/// bytes if the file exists.
+pub fn get_to_file(store: &Path, digest: &str, out: &Path) -> (Output, Option<Vec<u8>>) {
+    let _ = fs::remove_file(out);
+    let o = run(store, &["get", digest, "-o", out.to_str().unwrap()]);
+    let bytes = fs::read(out).ok();
+    (o, bytes)
+}
+
+/// Asserts `get` of `layer` writes exactly its bytes.
+#[track_caller]
+pub fn assert_get_exact(store: &Path, layer: &LayerFile, scratch: &Path, context: &str) {
+    let out_path = scratch.join("get.out");
+    let (o, bytes) = get_to_file(store, &layer.digest, &out_path);
+    assert!(
+        o.status.success(),
+        "{context}: get {} failed: {}",
+        layer.digest,
+        describe(&o)
+    );
+    let bytes = bytes.unwrap_or_else(|| panic!("{context}: get -o wrote no file"));
+    assert_same_bytes(
+        &bytes,
+        &layer.bytes(),
+        &format!("{context}: get {}", layer.digest),
+    );
+    let _ = fs::remove_file(&out_path);
+}
+
+#[track_caller]
+pub fn assert_same_bytes(actual: &[u8], expected: &[u8], what: &str) {
+    if actual == expected {
+        return;
+    }
+    let first = actual
+        .iter()
+        .zip(expected)
+        .position(|(a, b)| a != b)
+        .unwrap_or(actual.len().min(expected.len()));
+    panic!(
+        "{what}: bytes differ: got {} bytes, expected {}, first difference at {first} (got {}, expected {})",
+        actual.len(),
+        expected.len(),
+        sha256_digest(actual),
+        sha256_digest(expected)
+    );
+}
+
+/// The first stdout line of a put (its DiffID).
+pub fn first_line(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+// ---------------------------------------------------------------------------
+// Store files
+// ---------------------------------------------------------------------------
+
+/// File names in STORE/packs.
+pub fn pack_files(store: &Path) -> BTreeSet<String> {
+    match fs::read_dir(store.join("packs")) {
+        Ok(d) => d
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => BTreeSet::new(),
+    }
+}
+
+/// Pack names the index records, read with python3's sqlite3 module (an
+/// independent reader).
+pub fn indexed_packs(store: &Path) -> BTreeSet<String> {
+    let out = python_sql(
+        store,
+        "for (n,) in db.execute('SELECT name FROM packs ORDER BY name'): print(n)",
+    );
+    out.lines().map(str::to_string).collect()
+}
+
+/// Runs python3 with `db` bound to a sqlite3 connection on STORE/index.db,
+/// committing at the end; returns stdout. Panics on failure.
+#[track_caller]
+pub fn python_sql(store: &Path, body: &str) -> String {
+    let script = format!(
+        "import sqlite3, sys\ndb = sqlite3.connect(sys.argv[1])\n{body}\ndb.commit()\ndb.close()\n"
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .arg(store.join("index.db"))
+        .output()
+        .expect("running python3 (needed for index checks)");
+    assert!(
+        out.status.success(),
+        "python3 sqlite script failed: {}\nscript:\n{script}",
+        describe(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One frame of a pack, found with the documented format (src/pack.rs).
+#[derive(Clone, Debug)]
+pub struct PackFrame {
+    pub offset: usize,
+    pub kind: u8,
+    pub codec: u8,
+    pub entries: usize,
+    pub payload_start: usize,
+    pub payload_len: usize,
+}
+
+/// Walks a pack image: 16-byte header, then frames of
+/// `"LSFR" kind codec reserved:u16 entries:u32 raw_len:u64 stored_len:u64`,
+/// a table (36 bytes per chunk, or 40 for a recipe), a 16-byte check and
+/// the payload.
+pub fn pack_frames(pack: &[u8]) -> Vec<PackFrame> {
+    assert_eq!(&pack[..8], b"LSPACK\0\0", "pack magic");
+    let u32_at = |o: usize| u32::from_le_bytes(pack[o..o + 4].try_into().unwrap()) as usize;
+    let u64_at = |o: usize| u64::from_le_bytes(pack[o..o + 8].try_into().unwrap()) as usize;
+    let mut out = Vec::new();
+    let mut off = 16;
+    while off < pack.len() {
+        assert_eq!(&pack[off..off + 4], b"LSFR", "frame magic at {off}");
+        let kind = pack[off + 4];
+        let codec = pack[off + 5];
+        let entries = u32_at(off + 8);
+        let stored = u64_at(off + 20);
+        let table = if kind == 1 { entries * 36 } else { 40 };
+        let payload_start = off + 28 + table + 16;
+        out.push(PackFrame {
+            offset: off,
+            kind,
+            codec,
+            entries,
+            payload_start,
+            payload_len: stored,
+        });
+        off = payload_start + stored;
+    }
+    assert_eq!(off, pack.len(), "frames end at the end of the pack");
+    out
+}
+
+/// Files under `dir` (recursively) whose names end with `.tmp`.
+pub fn tmp_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(tmp_files(&p));
+            } else if p.to_string_lossy().ends_with(".tmp") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
