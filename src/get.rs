@@ -2,9 +2,11 @@
 //! check every chunk's BLAKE3 and the whole layer's sha256, write in order.
 //!
 //! A producer thread resolves a batch of recipe entries (up to 16 MiB of
-//! output), decompresses the frames the batch needs on rayon workers,
-//! verifies each chunk, and assembles the batch; the calling thread hashes
-//! and writes the previous batch meanwhile. Memory stays at a few batches.
+//! output), decompresses the frames the batch needs on rayon workers and
+//! verifies each chunk; the calling thread hashes and writes the previous
+//! batch meanwhile, straight from the decompressed frames (a batch is a
+//! list of slices, never copied into one buffer). Memory stays at a few
+//! batches.
 //! No byte of a chunk whose hash does not match is ever written; a final
 //! sha256 mismatch (which would mean a damaged recipe) is an error.
 
@@ -110,6 +112,26 @@ pub(crate) fn load_recipe(packs: &mut PackSet, layer: &LayerRow) -> Result<Vec<u
     Ok(recipe)
 }
 
+/// A piece of output: inline recipe bytes or a verified chunk inside a
+/// decompressed frame.
+enum Segment {
+    Inline(Vec<u8>),
+    Chunk {
+        frame: Arc<Vec<u8>>,
+        start: usize,
+        end: usize,
+    },
+}
+
+impl Segment {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Segment::Inline(data) => data,
+            Segment::Chunk { frame, start, end } => &frame[*start..*end],
+        }
+    }
+}
+
 enum Item {
     Inline(Vec<u8>),
     Chunk {
@@ -130,7 +152,7 @@ pub(crate) fn write_layer(
 ) -> Result<u64> {
     let mut packs = PackSet::new(packs_dir);
     let recipe = load_recipe(&mut packs, layer)?;
-    let (tx, rx) = bounded::<Result<Vec<u8>>>(2);
+    let (tx, rx) = bounded::<Result<Vec<Segment>>>(2);
     let digest = layer.digest;
     std::thread::scope(|scope| {
         let producer = scope.spawn(move || {
@@ -139,35 +161,53 @@ pub(crate) fn write_layer(
                 let _ = tx.send(Err(e));
             }
         });
-        let mut hasher = Sha256::new();
+        // The sha256 runs on its own thread so hashing and writing overlap.
+        let (hash_tx, hash_rx) = bounded::<Arc<Vec<Segment>>>(2);
+        let hasher = scope.spawn(move || {
+            let mut hasher = Sha256::new();
+            for batch in hash_rx.iter() {
+                for segment in batch.iter() {
+                    hasher.update(segment.bytes());
+                }
+            }
+            hasher.finalize()
+        });
         let mut written = 0u64;
         let mut failure = None;
-        for batch in rx.iter() {
+        'batches: for batch in rx.iter() {
             let batch = match batch {
-                Ok(b) => b,
+                Ok(b) => Arc::new(b),
                 Err(e) => {
                     failure = Some(e);
                     break;
                 }
             };
-            hasher.update(&batch);
-            if let Err(e) = out.write_all(&batch) {
-                failure = Some(Error::io(format!("writing layer {digest}"), e));
-                break;
+            // The hasher only stops when this sender is dropped.
+            let _ = hash_tx.send(batch.clone());
+            for segment in batch.iter() {
+                let bytes = segment.bytes();
+                if let Err(e) = out.write_all(bytes) {
+                    failure = Some(Error::io(format!("writing layer {digest}"), e));
+                    break 'batches;
+                }
+                written += bytes.len() as u64;
             }
-            written += batch.len() as u64;
             if let Some(p) = progress {
                 p(written);
             }
         }
         drop(rx);
+        drop(hash_tx);
         producer
             .join()
             .map_err(|_| Error::Corrupt("layer reader thread panicked".into()))?;
+        let sha256 = hasher
+            .join()
+            .map_err(|_| Error::Corrupt("layer hashing thread panicked".into()))?;
         if let Some(e) = failure {
             return Err(e);
         }
-        let actual = Digest::from_bytes(hasher.finalize().into());
+        let actual = Digest::from_bytes(sha256.into());
         if actual != digest || written != layer.size {
             return Err(Error::Corrupt(format!(
                 "layer {digest}: reconstructed {written} bytes hash to {actual} \
@@ -186,7 +226,7 @@ fn produce(
     packs: &mut PackSet,
     recipe: &[u8],
     layer: &Digest,
-    tx: &crossbeam_channel::Sender<Result<Vec<u8>>>,
+    tx: &crossbeam_channel::Sender<Result<Vec<Segment>>>,
 ) -> Result<()> {
     let mut entries =
         RecipeReader::new(recipe).map_err(|e| Error::Corrupt(format!("layer {layer}: {e}")))?;
@@ -276,21 +316,28 @@ fn produce(
             }
             Ok(())
         })?;
-        let mut out = Vec::with_capacity(bytes);
-        for item in &items {
-            match item {
-                Item::Inline(data) => out.extend_from_slice(data),
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            out.push(match item {
+                Item::Inline(data) => Segment::Inline(data),
                 Item::Chunk {
                     id,
                     frame,
                     offset,
                     len,
                 } => {
-                    let data = chunk_slice(&cache, frame, *offset, *len)
-                        .ok_or_else(|| chunk_error(layer, id, frame, "lies outside its frame"))?;
-                    out.extend_from_slice(data);
+                    let raw = cache
+                        .get(&frame.frame_id)
+                        .ok_or_else(|| chunk_error(layer, &id, &frame, "lost its frame"))?;
+                    // In range: checked with the chunk's hash above.
+                    let start = offset as usize;
+                    Segment::Chunk {
+                        frame: raw.clone(),
+                        start,
+                        end: start + len as usize,
+                    }
                 }
-            }
+            });
         }
         if tx.send(Ok(out)).is_err() {
             return Ok(()); // the writer stopped; it reports why

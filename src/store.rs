@@ -479,7 +479,9 @@ impl Store {
     }
 
     /// Writes a layer to the file at `path`, atomically: the file appears
-    /// complete and verified, or not at all.
+    /// complete and verified, or not at all (a failed or killed get leaves
+    /// no partial file). Like `cp` or `zstd -d`, it does not fsync the
+    /// output: that is the caller's choice, not the store's durability.
     pub fn get_layer_to_path(
         &self,
         digest: &Digest,
@@ -504,11 +506,8 @@ impl Store {
                 .context(|| format!("creating {}", tmp.display()))?;
             let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
             let info = self.get_layer_with(digest, &mut out, progress)?;
-            let file = out
-                .into_inner()
+            out.into_inner()
                 .map_err(|e| Error::io(format!("writing {}", tmp.display()), e.into_error()))?;
-            file.sync_all()
-                .context(|| format!("syncing {}", tmp.display()))?;
             fs::rename(&tmp, path).context(|| format!("renaming to {}", path.display()))?;
             Ok(info)
         })();
