@@ -1,5 +1,7 @@
-//! Garbage collection: forget layers nothing keeps, then chunks no layer
-//! uses, then rewrite packs whose live share fell below a threshold.
+//! Garbage collection: forget layers nothing keeps (roots: image names,
+//! pinned layers, and the manifests of containers), then chunks no layer
+//! uses, then rewrite packs whose live share fell below a threshold; last,
+//! delete image checkouts no container uses.
 //!
 //! gc holds the store lock exclusively, so it never runs while a put,
 //! import or get holds it shared: those wait for gc, and gc waits for them.
@@ -66,6 +68,9 @@ pub struct GcReport {
     pub bytes_freed: u64,
     /// Packs that could not be rewritten (damaged); left as they were.
     pub skipped: Vec<String>,
+    /// Image checkouts no container uses and leftovers of removed or
+    /// interrupted containers, deleted.
+    pub container_dirs_removed: u64,
 }
 
 pub(crate) fn collect_garbage(store: &Store, opts: &GcOptions) -> Result<GcReport> {
@@ -134,6 +139,7 @@ pub(crate) fn collect_garbage(store: &Store, opts: &GcOptions) -> Result<GcRepor
     if !opts.dry_run {
         pack::sync_dir(&packs_dir)?;
     }
+    report.container_dirs_removed = crate::container::collect_garbage(store, opts.dry_run)?;
     report.bytes_after = report.bytes_before.saturating_sub(freed);
     report.bytes_freed = freed;
     Ok(report)

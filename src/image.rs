@@ -831,6 +831,41 @@ pub(crate) fn import(
 
 // ---------------------------------------------------------------- queries
 
+/// The manifest of image `name` that a checkout or container uses: its
+/// only one, else the one for this machine's architecture on linux, else
+/// linux/amd64, else the first. Layer sizes are filled in.
+pub(crate) fn runnable_manifest(index: &Index, name: &str) -> Result<ManifestRecord> {
+    let target = index.image_target(name)?.ok_or_else(|| Error::NotFound {
+        what: format!("image {name:?}"),
+    })?;
+    let mut manifests = manifests_of(index, &target)?;
+    layer_sizes(index, &mut manifests)?;
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    };
+    let pick = manifests
+        .iter()
+        .position(|m| {
+            m.platform.as_deref().is_some_and(|p| {
+                p == format!("linux/{arch}") || p.starts_with(&format!("linux/{arch}/"))
+            })
+        })
+        .or_else(|| {
+            manifests
+                .iter()
+                .position(|m| m.platform.as_deref() == Some("linux/amd64"))
+        })
+        .unwrap_or(0);
+    if pick < manifests.len() {
+        Ok(manifests.swap_remove(pick))
+    } else {
+        Err(Error::Corrupt(format!("image {name:?} has no manifest")))
+    }
+}
+
 /// Manifests an image name covers, in index order.
 fn manifests_of(index: &Index, target: &Digest) -> Result<Vec<ManifestRecord>> {
     let mut out = Vec::new();

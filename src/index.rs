@@ -4,7 +4,10 @@
 //! `packs`, `frames` (where each frame sits in which pack), `chunks`
 //! (BLAKE3 id -> frame and offset), `layers` (DiffID -> size, recipe frame,
 //! pin), `layer_chunks` (which chunks each layer uses, for gc and sharing
-//! figures) and `aliases` (compressed blob digest -> layer). The database
+//! figures), `aliases` (compressed blob digest -> layer), the image tables
+//! (`blobs`, `manifests`, `manifest_layers`, `index_children`, `images`)
+//! and, since schema version 2, `containers` (name -> directory id and the
+//! manifest it was created from; a root for gc). The database
 //! runs in WAL mode with `synchronous=FULL`: a put is durable once its
 //! transaction commits, and pack data is always fsynced before that.
 
@@ -17,7 +20,7 @@ use crate::digest::{ChunkId, Digest};
 use crate::error::{Error, Result};
 
 /// Index schema version written by this build.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// How long a writer waits for another process's transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(600);
@@ -102,21 +105,37 @@ CREATE TABLE images(
 );
 ";
 
-/// Deletes what no image name reaches any more: manifests, index entries,
+/// Schema version 2: containers. Applied to new databases after `SCHEMA`,
+/// and to version-1 databases by the migration in [`Index::open`], inside
+/// the transaction that sets `user_version`.
+const MIGRATE_V2: &str = "
+CREATE TABLE containers(
+    name TEXT PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    image TEXT NOT NULL,
+    manifest TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    owners INTEGER NOT NULL,
+    sharing TEXT NOT NULL
+);
+CREATE INDEX containers_by_manifest ON containers(manifest);
+";
+
+/// Deletes what no image name or container reaches any more: manifests, index entries,
 /// verbatim blobs, and layers that are neither pinned nor in a manifest.
 /// Chunks stay (gc reclaims them).
 const CLEANUP_UNREFERENCED: &str = "
 WITH RECURSIVE live(d) AS (
-    SELECT target FROM images
+    SELECT target FROM images UNION SELECT manifest FROM containers
     UNION SELECT c.child FROM index_children c JOIN live ON c.parent = live.d)
 DELETE FROM manifests WHERE digest NOT IN (SELECT d FROM live);
 DELETE FROM manifest_layers WHERE manifest NOT IN (SELECT digest FROM manifests);
 WITH RECURSIVE live(d) AS (
-    SELECT target FROM images
+    SELECT target FROM images UNION SELECT manifest FROM containers
     UNION SELECT c.child FROM index_children c JOIN live ON c.parent = live.d)
 DELETE FROM index_children WHERE parent NOT IN (SELECT d FROM live);
 WITH RECURSIVE live(d) AS (
-    SELECT target FROM images
+    SELECT target FROM images UNION SELECT manifest FROM containers
     UNION SELECT c.child FROM index_children c JOIN live ON c.parent = live.d)
 DELETE FROM blobs WHERE digest NOT IN (SELECT d FROM live)
     AND digest NOT IN (SELECT config FROM manifests);
@@ -310,6 +329,25 @@ pub struct NewImport<'a> {
     pub names: Vec<(String, Digest)>,
 }
 
+/// A container row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerRow {
+    /// Its name (unique).
+    pub name: String,
+    /// Directory id under `STORE/containers/` (unique).
+    pub id: String,
+    /// The image name it was created from, as given then.
+    pub image: String,
+    /// The manifest it was created from (kept alive while it exists).
+    pub manifest: Digest,
+    /// Unix seconds.
+    pub created: i64,
+    /// Ownership (uid/gid) from the layers was applied to its files.
+    pub owners: bool,
+    /// How its files share storage with the image: `reflink` or `copy`.
+    pub sharing: String,
+}
+
 /// Counts for `stat`.
 #[derive(Clone, Debug, Default)]
 pub struct IndexStats {
@@ -395,6 +433,7 @@ impl Index {
         match (version, has_tables) {
             (0, false) => {
                 tx.execute_batch(SCHEMA)?;
+                tx.execute_batch(MIGRATE_V2)?;
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
                 for (key, value) in initial_meta {
                     tx.execute(
@@ -410,6 +449,14 @@ impl Index {
                 Ok(())
             }
             (SCHEMA_VERSION, true) => {
+                tx.commit()?;
+                Ok(())
+            }
+            (1, true) => {
+                // Version 1 had no containers: add the table, in the same
+                // transaction that records the new version.
+                tx.execute_batch(MIGRATE_V2)?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
                 tx.commit()?;
                 Ok(())
             }
@@ -1127,6 +1174,98 @@ impl Index {
         Ok(created)
     }
 
+    /// Records a container. Fails if the name or id is taken, or if its
+    /// manifest is no longer stored (an image removal and gc raced the
+    /// checkout): from this commit on the manifest is a gc root.
+    pub fn insert_container(&mut self, row: &ContainerRow) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let taken: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM containers WHERE name = ?1 OR id = ?2)",
+            params![row.name, row.id],
+            |r| r.get(0),
+        )?;
+        if taken {
+            return Err(Error::InvalidInput {
+                source_name: format!("container {:?}", row.name),
+                offset: None,
+                reason: "a container of that name already exists".into(),
+            });
+        }
+        let inserted = tx.execute(
+            "INSERT INTO containers(name, id, image, manifest, created, owners, sharing)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+             WHERE EXISTS(SELECT 1 FROM manifests WHERE digest = ?4)",
+            params![
+                row.name,
+                row.id,
+                row.image,
+                row.manifest.to_string(),
+                row.created,
+                row.owners,
+                row.sharing
+            ],
+        )?;
+        if inserted != 1 {
+            return Err(Error::NotFound {
+                what: format!(
+                    "manifest {} of image {:?} (it was removed while the container was created)",
+                    row.manifest, row.image
+                ),
+            });
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn container_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ContainerRow> {
+        Ok(ContainerRow {
+            name: r.get(0)?,
+            id: r.get(1)?,
+            image: r.get(2)?,
+            manifest: digest_from_sql(r.get(3)?)?,
+            created: r.get(4)?,
+            owners: r.get(5)?,
+            sharing: r.get(6)?,
+        })
+    }
+
+    /// All containers, oldest first.
+    pub fn containers(&self) -> Result<Vec<ContainerRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT name, id, image, manifest, created, owners, sharing
+             FROM containers ORDER BY created, name",
+        )?;
+        let rows = stmt.query_map([], Self::container_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// A container by name.
+    pub fn container(&self, name: &str) -> Result<Option<ContainerRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT name, id, image, manifest, created, owners, sharing
+                 FROM containers WHERE name = ?1",
+                [name],
+                Self::container_from_row,
+            )
+            .optional()?)
+    }
+
+    /// Forgets a container; what only it kept alive goes with it (layers
+    /// that no image and no other container use). False if no such name.
+    pub fn remove_container(&mut self, name: &str) -> Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let removed = tx.execute("DELETE FROM containers WHERE name = ?1", [name])?;
+        tx.execute_batch(CLEANUP_UNREFERENCED)?;
+        tx.commit()?;
+        Ok(removed == 1)
+    }
+
     /// Counts for `stat`.
     pub fn stats(&self) -> Result<IndexStats> {
         Ok(self.conn.query_row(
@@ -1262,4 +1401,129 @@ pub(crate) fn insert_put(
         )?;
     }
     Ok((layer_id, added))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tables(conn: &Connection) -> Vec<String> {
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    /// A database exactly as version 1 wrote it.
+    fn v1_database(path: &Path) {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO meta(key, value) VALUES ('format_version', '1')",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO images(name, target, created) VALUES ('old:1', ?1, 0)",
+            [Digest::of(b"m").to_string()],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn version_1_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.db");
+        v1_database(&path);
+        let index = Index::open(&path, &[]).unwrap();
+        let version: u32 = index
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert!(tables(&index.conn).contains(&"containers".to_string()));
+        // Data kept, and the new table works.
+        assert_eq!(index.images().unwrap().len(), 1);
+        assert!(index.containers().unwrap().is_empty());
+        drop(index);
+        // Opening again is a no-op.
+        let index = Index::open(&path, &[]).unwrap();
+        assert_eq!(index.meta("format_version").unwrap().as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn new_and_migrated_schemas_are_identical() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.db");
+        v1_database(&old);
+        drop(Index::open(&old, &[]).unwrap());
+        let new = dir.path().join("new.db");
+        drop(Index::open(&new, &[]).unwrap());
+        let schema = |p: &Path| -> Vec<String> {
+            let conn = Connection::open(p).unwrap();
+            let mut stmt = conn
+                .prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
+                .unwrap();
+            stmt.query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        assert_eq!(schema(&old), schema(&new));
+    }
+
+    #[test]
+    fn unknown_versions_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.db");
+        v1_database(&path);
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let err = Index::open(&path, &[])
+            .err()
+            .expect("version 99 must be refused");
+        assert!(
+            matches!(err, Error::UnsupportedFormat { ref found, .. } if found == "99"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn containers_keep_their_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = Index::open(&dir.path().join("index.db"), &[]).unwrap();
+        let manifest = Digest::of(b"manifest");
+        let row = ContainerRow {
+            name: "c".into(),
+            id: "0123".into(),
+            image: "img".into(),
+            manifest,
+            created: 1,
+            owners: false,
+            sharing: "copy".into(),
+        };
+        // No such manifest: refused.
+        assert!(index.insert_container(&row).unwrap_err().is_not_found());
+        index
+            .conn
+            .execute(
+                "INSERT INTO manifests(digest, config, platform) VALUES (?1, ?2, NULL)",
+                [manifest.to_string(), Digest::of(b"config").to_string()],
+            )
+            .unwrap();
+        index.insert_container(&row).unwrap();
+        assert!(index.insert_container(&row).is_err(), "duplicate name");
+        // Cleanup keeps the manifest while the container exists.
+        index.conn.execute_batch(CLEANUP_UNREFERENCED).unwrap();
+        assert!(index.manifest(&manifest).unwrap().is_some());
+        assert!(index.remove_container("c").unwrap());
+        assert!(index.manifest(&manifest).unwrap().is_none());
+        assert!(!index.remove_container("c").unwrap());
+    }
 }

@@ -11,7 +11,9 @@
 
 #![warn(missing_docs)]
 
+pub mod checkout;
 pub mod chunker;
+pub mod container;
 pub mod digest;
 pub mod error;
 pub mod fault;
@@ -21,8 +23,10 @@ mod get;
 pub mod image;
 pub mod index;
 pub mod input;
+mod layertree;
 pub mod oci;
 pub mod pack;
+mod pipe;
 mod put;
 pub mod recipe;
 pub mod split;
@@ -30,7 +34,9 @@ mod store;
 pub mod tarscan;
 pub mod verify;
 
+pub use checkout::CheckoutReport;
 pub use chunker::ChunkParams;
+pub use container::{Change, ChangeKind, CommitReport, ContainerInfo};
 pub use digest::{ChunkId, Digest};
 pub use error::{Error, Result};
 pub use gc::{GcOptions, GcReport};

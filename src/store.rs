@@ -6,6 +6,8 @@
 //!   index.db          SQLite index (WAL), format version and settings
 //!   packs/*.pack      append-only pack files
 //!   lock              flock(2): shared for put/get, exclusive for gc sweeps
+//!   containers/       containers' root filesystems (see `container`)
+//!   checkouts/        shared image checkouts, reflink sources
 //! ```
 //!
 //! A `Store` value is cheap and thread-safe: each operation opens its own
@@ -15,7 +17,9 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use crate::checkout::CheckoutReport;
 use crate::chunker::{Cdc, ChunkParams};
+use crate::container::{self, Change, CommitReport, ContainerInfo};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::gc::{self, GcOptions, GcReport};
@@ -400,7 +404,8 @@ impl Store {
     }
 
     /// Removes an image name. Layers it alone used go (unless put
-    /// directly); their chunks come back at the next gc.
+    /// directly, or used by a container, which keeps its manifest alive);
+    /// their chunks come back at the next gc.
     pub fn remove_image(&self, name: &str) -> Result<()> {
         if self.index()?.remove_image(name)? {
             Ok(())
@@ -409,6 +414,48 @@ impl Store {
                 what: format!("image {name:?}"),
             })
         }
+    }
+
+    /// Writes the root filesystem of image `name` into `dir` (absent or
+    /// empty): its layers applied in order with OCI semantics, streamed
+    /// from the store. Hostile layers cannot write outside `dir`. On error
+    /// `dir` is left empty (or absent, if it was).
+    pub fn checkout(&self, name: &str, dir: impl AsRef<Path>) -> Result<CheckoutReport> {
+        container::checkout(self, name, dir.as_ref())
+    }
+
+    /// Creates a container of image `image` (named `name`, else a random
+    /// id): a directory holding the image's root filesystem, for the user
+    /// to change. Its manifest stays alive while it exists.
+    pub fn create_container(&self, image: &str, name: Option<&str>) -> Result<ContainerInfo> {
+        container::create(self, image, name)
+    }
+
+    /// All containers, oldest first.
+    pub fn containers(&self) -> Result<Vec<ContainerInfo>> {
+        container::list(self)
+    }
+
+    /// One container (its root filesystem is `path`).
+    pub fn container(&self, name: &str) -> Result<ContainerInfo> {
+        container::get(self, name)
+    }
+
+    /// Paths added, changed and deleted in a container against its image.
+    pub fn container_diff(&self, name: &str) -> Result<Vec<Change>> {
+        container::diff(self, name)
+    }
+
+    /// Removes a container and its directory; its image stays.
+    pub fn remove_container(&self, name: &str) -> Result<()> {
+        container::remove(self, name)
+    }
+
+    /// Writes a container's changes as a new layer (whiteouts for
+    /// deletions) through the put path, and records `new_image` as its
+    /// image's layers plus that one, with a new config and manifest.
+    pub fn commit_container(&self, name: &str, new_image: &str) -> Result<CommitReport> {
+        container::commit(self, name, new_image)
     }
 
     /// Stores the layer in the file at `path`; errors name the file.
@@ -596,7 +643,10 @@ impl Store {
     /// ```
     pub fn stats(&self) -> Result<StoreStats> {
         let s = self.index()?.stats()?;
-        let stored_bytes = dir_size(&self.root)?;
+        // Container root filesystems are the user's files, not stored data.
+        let stored_bytes = dir_size(&self.root)?
+            .saturating_sub(dir_size(&self.root.join("containers"))?)
+            .saturating_sub(dir_size(&self.root.join("checkouts"))?);
         let pack_bytes = dir_size(&self.packs_dir())?;
         Ok(StoreStats {
             layers: s.layers,
@@ -634,7 +684,13 @@ fn summaries(listing: Vec<LayerListing>) -> Vec<LayerSummary> {
 /// Bytes of regular files under `dir`, recursively.
 fn dir_size(dir: &Path) -> Result<u64> {
     let mut total = 0;
-    for entry in fs::read_dir(dir).context(|| format!("listing {}", dir.display()))? {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        // Absent (not created yet) or removed while we walk: holds nothing.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+    };
+    for entry in entries {
         let entry = entry.context(|| format!("listing {}", dir.display()))?;
         // Other processes create and remove files (the index's WAL and
         // shared-memory files, temporary packs) while we sum.

@@ -1,0 +1,295 @@
+//! The root filesystem an image's layers describe, built in memory (paths,
+//! types, modes, owners, symlink targets, BLAKE3 of file contents) by
+//! streaming the layers once, with exactly the OCI semantics of
+//! [`crate::checkout`]: same path normalisation, same in-root symlink
+//! resolution, same whiteout, opaque and hard-link rules. Container diff
+//! and commit compare a container's directory against it, so they never
+//! need a second copy of the image on disk.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::io::{self, Read};
+
+use crate::checkout::{
+    MAX_DEPTH, Whiteout, display, entry_components, entry_meta, join, whiteout, with_ancestors,
+    with_layer,
+};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// What is at a path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum NodeKind {
+    Dir,
+    File { size: u64, hash: [u8; 32] },
+    Symlink(Vec<u8>),
+    Char(u32, u32),
+    Block(u32, u32),
+    Fifo,
+}
+
+/// One path of the tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Node {
+    pub kind: NodeKind,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+}
+
+/// An image's root filesystem: path (`a/b`, the root is ``) -> node.
+pub(crate) struct Tree {
+    pub nodes: BTreeMap<Vec<u8>, Node>,
+    owners: bool,
+}
+
+/// The entries strictly below `path` in a map ordered by bytes (every
+/// entry but the root when `path` is the root).
+pub(crate) fn below<'a, V>(
+    map: &'a BTreeMap<Vec<u8>, V>,
+    path: &[u8],
+) -> Box<dyn Iterator<Item = (&'a Vec<u8>, &'a V)> + 'a> {
+    if path.is_empty() {
+        return Box::new(map.iter().filter(|(k, _)| !k.is_empty()));
+    }
+    let mut lo = path.to_vec();
+    lo.push(b'/');
+    let mut hi = path.to_vec();
+    hi.push(b'/' + 1);
+    Box::new(map.range(lo..hi))
+}
+
+/// Direct children of `path`.
+pub(crate) fn children<'a, V>(
+    map: &'a BTreeMap<Vec<u8>, V>,
+    path: &'a [u8],
+) -> impl Iterator<Item = (&'a Vec<u8>, &'a V)> {
+    let depth = if path.is_empty() { 0 } else { path.len() + 1 };
+    below(map, path).filter(move |(k, _)| !k[depth..].contains(&b'/'))
+}
+
+/// The parent path of `path` (the root for a top-level name).
+pub(crate) fn parent_of(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => &path[..i],
+        None => b"",
+    }
+}
+
+impl Tree {
+    /// The tree of `layers` applied in order, read from the store. `owners`
+    /// says whether device nodes are kept (checkout only makes them as root).
+    pub(crate) fn of_layers(store: &Store, layers: &[Digest], owners: bool) -> Result<Tree> {
+        let mut tree = Tree {
+            nodes: BTreeMap::new(),
+            owners,
+        };
+        tree.nodes.insert(
+            Vec::new(),
+            Node {
+                kind: NodeKind::Dir,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+            },
+        );
+        for layer in layers {
+            with_layer(store, layer, |reader| tree.apply_layer(reader, layer))?;
+        }
+        Ok(tree)
+    }
+
+    fn resolve(
+        &mut self,
+        comps: &[Vec<u8>],
+        create: bool,
+    ) -> std::result::Result<Option<Vec<u8>>, String> {
+        let mut pending: VecDeque<Vec<u8>> = comps.iter().cloned().collect();
+        let mut stack: Vec<Vec<u8>> = Vec::new();
+        let mut hops = 0;
+        while let Some(c) = pending.pop_front() {
+            if c.is_empty() || c == b"." {
+                continue;
+            }
+            if c == b".." {
+                stack.pop();
+                continue;
+            }
+            if stack.len() >= MAX_DEPTH {
+                return Err(format!("path is more than {MAX_DEPTH} levels deep"));
+            }
+            let mut path = stack.clone();
+            path.push(c.clone());
+            let key = path.join(&b'/');
+            match self.nodes.get(&key).map(|n| &n.kind) {
+                None => {
+                    if !create {
+                        return Ok(None);
+                    }
+                    self.nodes.insert(
+                        key,
+                        Node {
+                            kind: NodeKind::Dir,
+                            mode: 0o755,
+                            uid: 0,
+                            gid: 0,
+                        },
+                    );
+                }
+                Some(NodeKind::Dir) => {}
+                Some(NodeKind::Symlink(target)) => {
+                    hops += 1;
+                    if hops > 40 {
+                        return Err("too many levels of symbolic links".into());
+                    }
+                    let target = target.clone();
+                    if target.starts_with(b"/") {
+                        stack.clear();
+                    }
+                    for part in target.split(|&b| b == b'/').rev() {
+                        if !part.is_empty() {
+                            pending.push_front(part.to_vec());
+                        }
+                    }
+                    continue;
+                }
+                Some(_) => {
+                    if !create {
+                        return Ok(None);
+                    }
+                    return Err(format!("{} is not a directory", display(&key)));
+                }
+            }
+            stack.push(c);
+        }
+        Ok(Some(stack.join(&b'/')))
+    }
+
+    fn remove(&mut self, path: &[u8]) {
+        let doomed: Vec<Vec<u8>> = below(&self.nodes, path).map(|(k, _)| k.clone()).collect();
+        for k in doomed {
+            self.nodes.remove(&k);
+        }
+        if !path.is_empty() {
+            self.nodes.remove(path);
+        }
+    }
+
+    fn apply_layer(&mut self, reader: &mut dyn Read, layer: &Digest) -> Result<()> {
+        let mut archive = tar::Archive::new(&mut *reader);
+        let mut touched: HashSet<Vec<u8>> = HashSet::new();
+        let bad_tar = |e: io::Error| Error::InvalidInput {
+            source_name: format!("layer {layer}"),
+            offset: None,
+            reason: format!("cannot read it as a tar archive: {e}"),
+        };
+        for entry in archive.entries().map_err(bad_tar)? {
+            let mut entry = entry.map_err(bad_tar)?;
+            let meta = entry_meta(&mut entry).map_err(bad_tar)?;
+            let refuse = |why: String| Error::InvalidInput {
+                source_name: format!("layer {layer}"),
+                offset: None,
+                reason: format!("entry {:?}: {why}", String::from_utf8_lossy(&meta.path)),
+            };
+            let comps = entry_components(&meta.path).map_err(refuse)?;
+            let Some((name, parent_comps)) = comps.split_last() else {
+                if meta.kind.is_dir()
+                    && let Some(root) = self.nodes.get_mut(&Vec::new())
+                {
+                    root.mode = meta.mode;
+                    root.uid = meta.uid;
+                    root.gid = meta.gid;
+                }
+                continue;
+            };
+            if let Some(wh) = whiteout(name).map_err(refuse)? {
+                let Some(parent) = self.resolve(parent_comps, false).map_err(refuse)? else {
+                    continue;
+                };
+                match wh {
+                    Whiteout::Opaque => {
+                        // Lower content goes; what this layer put there stays.
+                        let doomed: Vec<Vec<u8>> = below(&self.nodes, &parent)
+                            .map(|(k, _)| k.clone())
+                            .filter(|k| !touched.contains(k))
+                            .collect();
+                        for k in doomed {
+                            self.remove(&k);
+                        }
+                    }
+                    Whiteout::Remove(target) => {
+                        let full = join(&parent, target);
+                        if !touched.contains(&full) {
+                            self.remove(&full);
+                        }
+                    }
+                }
+                continue;
+            }
+            let parent = self
+                .resolve(parent_comps, true)
+                .map_err(refuse)?
+                .ok_or_else(|| refuse("its directory cannot be created".into()))?;
+            let full = join(&parent, name);
+            for p in with_ancestors(&full) {
+                if !touched.contains(p) {
+                    touched.insert(p.to_vec());
+                }
+            }
+            use tar::EntryType as T;
+            let kind = match meta.kind {
+                T::Directory => NodeKind::Dir,
+                T::Regular | T::Continuous | T::GNUSparse => {
+                    let mut hasher = blake3::Hasher::new();
+                    let size = io::copy(&mut entry, &mut hasher).map_err(bad_tar)?;
+                    NodeKind::File {
+                        size,
+                        hash: *hasher.finalize().as_bytes(),
+                    }
+                }
+                T::Symlink => NodeKind::Symlink(meta.link.clone().unwrap_or_default()),
+                T::Link => {
+                    let target = meta.link.as_deref().unwrap_or_default();
+                    let tcomps = entry_components(target)
+                        .map_err(|why| refuse(format!("hard link target: {why}")))?;
+                    let Some((tname, tparent)) = tcomps.split_last() else {
+                        return Err(refuse("hard link to the root directory".into()));
+                    };
+                    let node = self
+                        .resolve(tparent, false)
+                        .map_err(refuse)?
+                        .and_then(|p| self.nodes.get(&join(&p, tname)).cloned())
+                        .filter(|n| n.kind != NodeKind::Dir)
+                        .ok_or_else(|| refuse("hard link target does not exist".into()))?;
+                    self.replace(&full, node);
+                    continue;
+                }
+                T::Char if self.owners => NodeKind::Char(meta.device.0, meta.device.1),
+                T::Block if self.owners => NodeKind::Block(meta.device.0, meta.device.1),
+                T::Fifo => NodeKind::Fifo,
+                _ => continue,
+            };
+            let node = Node {
+                kind,
+                mode: meta.mode,
+                uid: meta.uid,
+                gid: meta.gid,
+            };
+            self.replace(&full, node);
+        }
+        // Read to the end, so the store checks the whole layer's DiffID.
+        io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(bad_tar)?;
+        Ok(())
+    }
+
+    /// Puts `node` at `path`; a directory over a directory keeps the
+    /// contents, anything else replaces what was there.
+    fn replace(&mut self, path: &[u8], node: Node) {
+        let keep_children = node.kind == NodeKind::Dir
+            && self.nodes.get(path).map(|n| &n.kind) == Some(&NodeKind::Dir);
+        if !keep_children {
+            self.remove(path);
+        }
+        self.nodes.insert(path.to_vec(), node);
+    }
+}

@@ -1,0 +1,826 @@
+//! Containers end to end: checkout against `umoci unpack`, whiteouts and
+//! opaque directories, hostile layers, two containers committed
+//! independently (and exported through umoci), `container rm` leaving the
+//! image exact, gc roots, disk use of N containers, and the CLI.
+//!
+//! umoci is required (the tests fail, not skip, without it). The disk-use
+//! test needs a filesystem with reflinks for its sharing assertion; set
+//! `LAYERSTORE_TEST_REFLINK_DIR` to a directory on btrfs or XFS to run it
+//! there, otherwise it measures, prints why, and checks only correctness.
+
+mod image_support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use image_support::*;
+use layerstore::{ChangeKind, GcOptions, Store, VerifyOptions};
+use serde_json::Value;
+use tempfile::TempDir;
+
+fn tmp() -> TempDir {
+    let base = std::env::var_os("LAYERSTORE_TEST_DIR").map(PathBuf::from);
+    let mut b = tempfile::Builder::new();
+    b.prefix("layerstore-containers-");
+    match base {
+        Some(dir) => b.tempdir_in(dir).unwrap(),
+        None => b.tempdir().unwrap(),
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// What a tree holds: relative path -> description of type, mode and
+/// content (or symlink target).
+fn listing(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let path = root.join(&rel);
+        let meta = fs::symlink_metadata(&path).unwrap();
+        let mode = meta.mode() & 0o7777;
+        let ft = meta.file_type();
+        let what = if ft.is_dir() {
+            for e in fs::read_dir(&path).unwrap() {
+                stack.push(rel.join(e.unwrap().file_name()));
+            }
+            format!("dir {mode:o}")
+        } else if ft.is_symlink() {
+            format!("symlink -> {}", fs::read_link(&path).unwrap().display())
+        } else if ft.is_file() {
+            format!("file {mode:o} {}", sha(&fs::read(&path).unwrap()))
+        } else {
+            format!("other {mode:o}")
+        };
+        out.insert(format!("/{}", rel.display()), what);
+    }
+    out
+}
+
+fn assert_same_tree(a: &Path, b: &Path, what: &str) {
+    let (la, lb) = (listing(a), listing(b));
+    if la != lb {
+        let mut report = String::new();
+        for (k, v) in &la {
+            match lb.get(k) {
+                None => report += &format!("  only in {}: {k} {v}\n", a.display()),
+                Some(w) if w != v => report += &format!("  {k}: {v} vs {w}\n"),
+                _ => {}
+            }
+        }
+        for (k, v) in &lb {
+            if !la.contains_key(k) {
+                report += &format!("  only in {}: {k} {v}\n", b.display());
+            }
+        }
+        panic!("{what}: trees differ:\n{report}");
+    }
+}
+
+fn chmod(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A three-layer image built from real directories with GNU tar:
+/// modes, symlinks, a hard link, nested dirs; then a whiteout, an opaque
+/// directory, a file replaced by a directory; then a directory replaced by
+/// a symlink and a deleted directory.
+fn three_layers(dir: &Path) -> Vec<Vec<u8>> {
+    let l1 = dir.join("l1");
+    write_tree(
+        &l1,
+        &[
+            ("etc/config", b"key=value\n"),
+            ("etc/secret", b"hush"),
+            ("bin/tool", b"#!/bin/sh\necho tool\n"),
+            ("opaque/old-a", b"old a"),
+            ("opaque/sub/old-b", b"old b"),
+            ("gone/file", b"to be whited out"),
+            ("deldir/x/y", b"deep"),
+            ("becomes-dir", b"a file first"),
+            ("becomes-link/inner", b"inner"),
+            ("data/big.bin", &Rng::new(1).bytes(300_000)),
+        ],
+    );
+    chmod(&l1.join("bin/tool"), 0o755);
+    chmod(&l1.join("etc/secret"), 0o600);
+    chmod(&l1.join("etc/config"), 0o444);
+    fs::create_dir_all(l1.join("private")).unwrap();
+    chmod(&l1.join("private"), 0o700);
+    std::os::unix::fs::symlink("../etc/config", l1.join("bin/config-link")).unwrap();
+    std::os::unix::fs::symlink("/etc/config", l1.join("abs-link")).unwrap();
+    fs::hard_link(l1.join("bin/tool"), l1.join("bin/tool-hardlink")).unwrap();
+
+    let l2 = dir.join("l2");
+    write_tree(
+        &l2,
+        &[
+            ("gone/.wh.file", b""),
+            ("opaque/.wh..wh..opq", b""),
+            ("opaque/new", b"new content"),
+            ("etc/config", b"key=changed\n"),
+            ("becomes-dir/now-a-dir", b"inside"),
+            ("added/in/layer2", b"hello"),
+        ],
+    );
+    chmod(&l2.join("etc/config"), 0o640);
+
+    let l3 = dir.join("l3");
+    write_tree(&l3, &[(".wh.deldir", b""), ("etc/.wh.secret", b"")]);
+    std::os::unix::fs::symlink("opaque", l3.join("becomes-link")).unwrap();
+
+    vec![
+        gnu_tar(&l1, &dir.join("l1.tar")),
+        gnu_tar(&l2, &dir.join("l2.tar")),
+        gnu_tar(&l3, &dir.join("l3.tar")),
+    ]
+}
+
+fn layout_of(dir: &Path, name: &str, layers: &[Vec<u8>]) -> PathBuf {
+    let refs: Vec<&[u8]> = layers.iter().map(|l| l.as_slice()).collect();
+    let layout = simple_layout(
+        &dir.join(format!("layout-{}", name.replace([':', '/'], "_"))),
+        name,
+        &refs,
+    );
+    layout.dir
+}
+
+fn umoci_unpack(layout: &Path, name: &str, bundle: &Path) -> PathBuf {
+    let umoci = require_tool("umoci");
+    let image_arg = format!("{}:{name}", s(layout));
+    run_ok(
+        &umoci,
+        &[
+            "unpack".as_ref(),
+            "--image".as_ref(),
+            image_arg.as_ref(),
+            bundle.as_os_str(),
+        ],
+    );
+    bundle.join("rootfs")
+}
+
+fn store_with(dir: &Path, name: &str, layers: &[Vec<u8>]) -> (Store, PathBuf) {
+    let layout = layout_of(dir, name, layers);
+    let store = Store::open(dir.join("store")).unwrap();
+    store.import_image(&layout, None).unwrap();
+    (store, layout)
+}
+
+// ---------------------------------------------------------------------------
+
+#[test]
+fn checkout_equals_umoci_unpack() {
+    let t = tmp();
+    let layers = three_layers(t.path());
+    let (store, layout) = store_with(t.path(), "test/three:1", &layers);
+    let out = t.path().join("checkout");
+    let report = store.checkout("test/three:1", &out).unwrap();
+    assert_eq!(report.layers, 3);
+    assert!(report.whiteouts >= 4, "{report:?}");
+    let rootfs = umoci_unpack(&layout, "test/three:1", &t.path().join("bundle"));
+    assert_same_tree(&out, &rootfs, "layerstore checkout vs umoci unpack");
+}
+
+#[test]
+fn whiteouts_opaque_dirs_and_replacements() {
+    let t = tmp();
+    let layers = three_layers(t.path());
+    let (store, _) = store_with(t.path(), "w:1", &layers);
+    let out = t.path().join("co");
+    store.checkout("w:1", &out).unwrap();
+    let l = listing(&out);
+    // Whiteouts delete, and leave no marker files.
+    assert!(!l.contains_key("/gone/file"), "{l:#?}");
+    assert!(l.contains_key("/gone"));
+    assert!(!l.contains_key("/deldir"));
+    assert!(!l.contains_key("/etc/secret"));
+    assert!(l.keys().all(|k| !k.contains(".wh.")), "{l:#?}");
+    // Opaque: lower content hidden, this layer's kept.
+    assert!(!l.contains_key("/opaque/old-a"));
+    assert!(!l.contains_key("/opaque/sub"));
+    assert_eq!(fs::read(out.join("opaque/new")).unwrap(), b"new content");
+    // Replacements.
+    assert!(l["/becomes-dir"].starts_with("dir"));
+    assert_eq!(l["/becomes-link"], "symlink -> opaque");
+    assert_eq!(fs::read(out.join("etc/config")).unwrap(), b"key=changed\n");
+    assert_eq!(l["/etc/config"].split(' ').nth(1), Some("640"));
+    assert_eq!(l["/private"], "dir 700");
+    // Hard link kept as one inode; symlinks verbatim.
+    let a = fs::metadata(out.join("bin/tool")).unwrap();
+    let b = fs::metadata(out.join("bin/tool-hardlink")).unwrap();
+    assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()));
+    assert_eq!(l["/abs-link"], "symlink -> /etc/config");
+    // A non-empty target is refused.
+    let err = store.checkout("w:1", &out).unwrap_err();
+    assert!(err.to_string().contains("not empty"), "{err}");
+}
+
+/// Hostile tar built with python's tarfile (the tar crate refuses to write
+/// these paths). `spec`: lines of `kind path [target]`.
+fn python_tar(out: &Path, spec: &[(&str, &str, &str)]) -> Vec<u8> {
+    let mut script = String::from(
+        "import io, tarfile, sys\nt = tarfile.open(sys.argv[1], 'w', format=tarfile.GNU_FORMAT)\n",
+    );
+    for (kind, path, target) in spec {
+        script += &format!("i = tarfile.TarInfo({path:?}); i.mode = 0o644\n");
+        match *kind {
+            "file" => {
+                script += &format!(
+                    "d = {target:?}.encode(); i.size = len(d); t.addfile(i, io.BytesIO(d))\n"
+                )
+            }
+            "dir" => script += "i.type = tarfile.DIRTYPE; i.mode = 0o755; t.addfile(i)\n",
+            "symlink" => {
+                script +=
+                    &format!("i.type = tarfile.SYMTYPE; i.linkname = {target:?}; t.addfile(i)\n")
+            }
+            "hardlink" => {
+                script +=
+                    &format!("i.type = tarfile.LNKTYPE; i.linkname = {target:?}; t.addfile(i)\n")
+            }
+            _ => unreachable!(),
+        }
+    }
+    script += "t.close()\n";
+    let status = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    fs::read(out).unwrap()
+}
+
+#[test]
+fn hostile_layers_never_write_outside_the_checkout() {
+    let t = tmp();
+    let outside = t.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("sentinel"), b"untouched").unwrap();
+    let before = listing(&outside);
+    let o = s(&outside).to_string();
+    let base = python_tar(
+        &t.path().join("base.tar"),
+        &[("dir", "etc", ""), ("file", "etc/hosts", "localhost")],
+    );
+
+    // (name, layer entries: kind, path, content or target; must fail)
+    type Attack<'a> = (&'a str, Vec<(&'a str, String, String)>, bool);
+    let attacks: Vec<Attack> = vec![
+        (
+            "dotdot",
+            vec![("file", "../escaped".into(), "x".into())],
+            true,
+        ),
+        (
+            "dotdot-deep",
+            vec![("file", "a/../../escaped".into(), "x".into())],
+            true,
+        ),
+        (
+            "absolute",
+            vec![("file", format!("{o}/abs-file"), "x".into())],
+            false,
+        ),
+        (
+            "symlink-out-then-write",
+            vec![
+                ("symlink", "link".into(), o.clone()),
+                ("file", "link/through".into(), "x".into()),
+            ],
+            false,
+        ),
+        (
+            "symlink-dotdot-then-write",
+            vec![
+                ("symlink", "up".into(), "../../../../../../../../..".into()),
+                ("file", format!("up{o}/via-dotdot"), "x".into()),
+            ],
+            false,
+        ),
+        (
+            "symlink-replaced-by-file-write",
+            vec![
+                ("symlink", "sentinel-link".into(), format!("{o}/sentinel")),
+                ("file", "sentinel-link".into(), "overwrite".into()),
+            ],
+            false,
+        ),
+        (
+            "hardlink-etc-passwd",
+            vec![("hardlink", "pw".into(), "/etc/passwd".into())],
+            true,
+        ),
+        (
+            "hardlink-dotdot",
+            vec![("hardlink", "hl".into(), "../outside/sentinel".into())],
+            true,
+        ),
+        (
+            "hardlink-through-symlink",
+            vec![
+                ("symlink", "l2".into(), o.clone()),
+                ("hardlink", "hl2".into(), "l2/sentinel".into()),
+            ],
+            true,
+        ),
+        (
+            "whiteout-dotdot",
+            vec![("file", "../outside/.wh.sentinel".into(), "".into())],
+            true,
+        ),
+        (
+            "whiteout-through-symlink",
+            vec![
+                ("symlink", "l3".into(), o.clone()),
+                ("file", "l3/.wh.sentinel".into(), "".into()),
+            ],
+            false,
+        ),
+        (
+            "opaque-through-symlink",
+            vec![
+                ("symlink", "l4".into(), o.clone()),
+                ("file", "l4/.wh..wh..opq".into(), "".into()),
+            ],
+            false,
+        ),
+    ];
+    for (i, (name, spec, must_fail)) in attacks.iter().enumerate() {
+        let spec: Vec<(&str, &str, &str)> = spec
+            .iter()
+            .map(|(k, p, t)| (*k, p.as_str(), t.as_str()))
+            .collect();
+        let layer = python_tar(&t.path().join(format!("attack{i}.tar")), &spec);
+        let dir = t.path().join(format!("case{i}"));
+        fs::create_dir_all(&dir).unwrap();
+        let image = format!("hostile:{i}");
+        let layout = layout_of(&dir, &image, &[base.clone(), layer]);
+        let store = Store::open(dir.join("store")).unwrap();
+        store.import_image(&layout, None).unwrap();
+        let out = dir.join("rootfs");
+        let result = store.checkout(&image, &out);
+        if *must_fail {
+            let err = result.expect_err(name).to_string();
+            assert!(
+                err.contains("layer sha256:") && err.contains("entry"),
+                "{name}: {err}"
+            );
+            assert!(
+                !out.join("etc").exists(),
+                "{name}: a failed checkout must leave nothing"
+            );
+        } else {
+            result.unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        assert_eq!(
+            listing(&outside),
+            before,
+            "{name} wrote outside the checkout"
+        );
+        assert_eq!(
+            fs::read(outside.join("sentinel")).unwrap(),
+            b"untouched",
+            "{name}"
+        );
+        assert!(!t.path().join("escaped").exists(), "{name}");
+        // Writes through symlinks land inside, as if the checkout were /.
+        match *name {
+            "symlink-out-then-write" => assert!(out.join(format!(".{o}/through")).is_file()),
+            "symlink-dotdot-then-write" => assert!(out.join(format!(".{o}/via-dotdot")).is_file()),
+            "absolute" => assert!(out.join(format!(".{o}/abs-file")).is_file()),
+            "symlink-replaced-by-file-write" => {
+                assert_eq!(fs::read(out.join("sentinel-link")).unwrap(), b"overwrite");
+            }
+            _ => {}
+        }
+    }
+}
+
+fn simple_image(dir: &Path) -> Vec<Vec<u8>> {
+    let l1 = dir.join("s1");
+    write_tree(
+        &l1,
+        &[
+            ("app/main.py", b"print('hi')\n"),
+            ("app/lib/util.py", b"def f(): pass\n"),
+            ("etc/motd", b"welcome\n"),
+            ("data/blob", &Rng::new(7).bytes(200_000)),
+            ("olddir/a", b"a"),
+            ("olddir/b", b"b"),
+        ],
+    );
+    std::os::unix::fs::symlink("app/main.py", l1.join("entry")).unwrap();
+    let l2 = dir.join("s2");
+    write_tree(&l2, &[("app/version", b"1.0\n")]);
+    vec![
+        gnu_tar(&l1, &dir.join("s1.tar")),
+        gnu_tar(&l2, &dir.join("s2.tar")),
+    ]
+}
+
+/// The entries of a layer tar: path -> (type, content).
+fn tar_entries(bytes: &[u8]) -> BTreeMap<String, (char, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    let mut archive = tar::Archive::new(bytes);
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = String::from_utf8_lossy(&e.path_bytes())
+            .trim_end_matches('/')
+            .to_string();
+        let kind = match e.header().entry_type() {
+            tar::EntryType::Directory => 'd',
+            tar::EntryType::Symlink => 'l',
+            tar::EntryType::Link => 'h',
+            _ => 'f',
+        };
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        out.insert(path, (kind, data));
+    }
+    out
+}
+
+#[test]
+fn two_containers_commit_their_own_changes() {
+    let t = tmp();
+    let layers = simple_image(t.path());
+    let (store, _) = store_with(t.path(), "base:1", &layers);
+    let c1 = store.create_container("base:1", Some("one")).unwrap();
+    let c2 = store.create_container("base:1", Some("two")).unwrap();
+    assert_ne!(c1.path, c2.path);
+    assert_eq!(store.containers().unwrap().len(), 2);
+    assert_same_tree(&c1.path, &c2.path, "fresh containers");
+    assert!(
+        store.container_diff("one").unwrap().is_empty(),
+        "fresh container has changes"
+    );
+
+    // one: add a file, change one, delete one, wholly replace a directory.
+    fs::write(c1.path.join("app/new.txt"), b"only in one").unwrap();
+    fs::write(c1.path.join("etc/motd"), b"changed by one\n").unwrap();
+    fs::remove_file(c1.path.join("app/lib/util.py")).unwrap();
+    fs::remove_dir_all(c1.path.join("olddir")).unwrap();
+    fs::create_dir(c1.path.join("olddir")).unwrap();
+    fs::write(c1.path.join("olddir/fresh"), b"fresh").unwrap();
+    // two: delete a file, chmod one, replace a symlink, add a hard link.
+    fs::remove_file(c2.path.join("data/blob")).unwrap();
+    chmod(&c2.path.join("app/main.py"), 0o700);
+    fs::remove_file(c2.path.join("entry")).unwrap();
+    std::os::unix::fs::symlink("app/version", c2.path.join("entry")).unwrap();
+    fs::write(c2.path.join("two-a"), b"linked").unwrap();
+    fs::hard_link(c2.path.join("two-a"), c2.path.join("two-b")).unwrap();
+
+    let d1: Vec<(String, ChangeKind)> = store
+        .container_diff("one")
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.path, c.kind))
+        .collect();
+    let expect1 = vec![
+        ("/app/lib/util.py".to_string(), ChangeKind::Deleted),
+        ("/app/new.txt".into(), ChangeKind::Added),
+        ("/etc/motd".into(), ChangeKind::Changed),
+        ("/olddir/a".into(), ChangeKind::Deleted),
+        ("/olddir/b".into(), ChangeKind::Deleted),
+        ("/olddir/fresh".into(), ChangeKind::Added),
+    ];
+    assert_eq!(d1, expect1);
+    let d2: Vec<(String, ChangeKind)> = store
+        .container_diff("two")
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.path, c.kind))
+        .collect();
+    let expect2 = vec![
+        ("/app/main.py".to_string(), ChangeKind::Changed),
+        ("/data/blob".into(), ChangeKind::Deleted),
+        ("/entry".into(), ChangeKind::Changed),
+        ("/two-a".into(), ChangeKind::Added),
+        ("/two-b".into(), ChangeKind::Added),
+    ];
+    assert_eq!(d2, expect2);
+
+    let r1 = store.commit_container("one", "one:committed").unwrap();
+    let r2 = store.commit_container("two", "two:committed").unwrap();
+    assert_ne!(r1.layer, r2.layer);
+    let base_ids = image_diff_ids(&store, "base:1")[0].clone();
+    let ids1 = image_diff_ids(&store, "one:committed")[0].clone();
+    let ids2 = image_diff_ids(&store, "two:committed")[0].clone();
+    assert_eq!(ids1[..2], base_ids[..]);
+    assert_eq!(ids2[..2], base_ids[..]);
+    assert_eq!(ids1[2], r1.layer.to_string());
+
+    let e1 = tar_entries(&get(&store, &ids1[2]));
+    let names1: Vec<&str> = e1.keys().map(String::as_str).collect();
+    assert_eq!(
+        names1,
+        vec![
+            "app/lib/.wh.util.py",
+            "app/new.txt",
+            "etc/motd",
+            "olddir",
+            "olddir/.wh..wh..opq",
+            "olddir/fresh"
+        ],
+        "layer of one"
+    );
+    assert_eq!(e1["app/new.txt"].1, b"only in one");
+    let e2 = tar_entries(&get(&store, &ids2[2]));
+    let names2: Vec<&str> = e2.keys().map(String::as_str).collect();
+    assert_eq!(
+        names2,
+        vec!["app/main.py", "data/.wh.blob", "entry", "two-a", "two-b"],
+        "layer of two"
+    );
+    assert_eq!(e2["entry"].0, 'l');
+    assert_eq!(e2["two-b"].0, 'h');
+
+    // Each exported image passes umoci unpack and equals its container.
+    for (name, image, dir) in [
+        ("one", "one:committed", &c1.path),
+        ("two", "two:committed", &c2.path),
+    ] {
+        let layout = t.path().join(format!("export-{name}"));
+        store
+            .export_images(&[image.to_string()], layerstore::ExportFormat::Oci, &layout)
+            .unwrap();
+        let rootfs = umoci_unpack(&layout, image, &t.path().join(format!("bundle-{name}")));
+        assert_same_tree(
+            dir,
+            &rootfs,
+            &format!("container {name} vs umoci unpack of its commit"),
+        );
+        // And checking the new image out gives the same tree, with no diff.
+        let again = store
+            .create_container(image, Some(&format!("{name}-again")))
+            .unwrap();
+        assert_same_tree(dir, &again.path, "container vs container of its commit");
+        assert!(
+            store
+                .container_diff(&format!("{name}-again"))
+                .unwrap()
+                .is_empty()
+        );
+    }
+    assert!(
+        store
+            .verify(&VerifyOptions {
+                full: true,
+                repair: false
+            })
+            .unwrap()
+            .is_clean()
+    );
+}
+
+#[test]
+fn container_rm_leaves_the_image_exact_and_gc_keeps_used_images() {
+    let t = tmp();
+    let layers = simple_image(t.path());
+    let (store, _) = store_with(t.path(), "keep:1", &layers);
+    let c = store.create_container("keep:1", Some("c")).unwrap();
+    fs::write(c.path.join("scratch"), b"x").unwrap();
+    store.remove_container("c").unwrap();
+    assert!(!c.path.exists());
+    assert!(store.container("c").unwrap_err().is_not_found());
+    assert!(store.remove_container("c").unwrap_err().is_not_found());
+    store.gc(&GcOptions::default()).unwrap();
+    for (i, id) in image_diff_ids(&store, "keep:1")[0].iter().enumerate() {
+        let bytes = get(&store, id);
+        assert_eq!(&sha(&bytes), id);
+        assert_eq!(bytes, layers[i]);
+    }
+
+    // A container keeps its image's layers alive after the name goes.
+    let c = store.create_container("keep:1", Some("holder")).unwrap();
+    store.remove_image("keep:1").unwrap();
+    let report = store.gc(&GcOptions::default()).unwrap();
+    assert_eq!(report.layers_removed, 0, "{report:?}");
+    assert_eq!(store.layers().unwrap().len(), 2);
+    assert!(store.container_diff("holder").unwrap().is_empty());
+    fs::write(c.path.join("x"), b"x").unwrap();
+    store.commit_container("holder", "rescued:1").unwrap();
+    assert_eq!(image_diff_ids(&store, "rescued:1")[0].len(), 3);
+    assert!(
+        store
+            .verify(&VerifyOptions {
+                full: true,
+                repair: false
+            })
+            .unwrap()
+            .is_clean()
+    );
+    // Once nothing uses them, they go.
+    store.remove_image("rescued:1").unwrap();
+    store.remove_container("holder").unwrap();
+    let report = store.gc(&GcOptions::default()).unwrap();
+    assert_eq!(
+        report.layers_removed, 0,
+        "removal already forgot them: {report:?}"
+    );
+    assert!(store.layers().unwrap().is_empty());
+    assert_eq!(store.stats().unwrap().pack_bytes, 0);
+}
+
+fn fs_free_bytes(path: &Path) -> u64 {
+    let out = Command::new("df")
+        .arg("-B1")
+        .arg("--output=avail")
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().nth(1).unwrap().trim().parse().unwrap()
+}
+
+fn sync() {
+    Command::new("sync").status().unwrap();
+}
+
+#[test]
+fn disk_use_of_n_containers() {
+    let base = std::env::var_os("LAYERSTORE_TEST_REFLINK_DIR").map(PathBuf::from);
+    let t = match &base {
+        Some(dir) => tempfile::Builder::new()
+            .prefix("ls-reflink-")
+            .tempdir_in(dir)
+            .unwrap(),
+        None => tmp(),
+    };
+    let content = t.path().join("content");
+    let mut files = Vec::new();
+    for i in 0..8 {
+        files.push((format!("data/f{i}.bin"), Rng::new(100 + i).bytes(4 << 20)));
+    }
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, d)| (p.as_str(), d.as_slice()))
+        .collect();
+    write_tree(&content, &refs);
+    let layer = gnu_tar(&content, &t.path().join("big.tar"));
+    fs::remove_dir_all(&content).unwrap();
+    let (store, _) = store_with(t.path(), "big:1", &[layer]);
+    let one_copy = 32u64 << 20;
+
+    const N: u64 = 6;
+    sync();
+    let before = fs_free_bytes(t.path());
+    let mut sharing = String::new();
+    for i in 0..N {
+        let c = store
+            .create_container("big:1", Some(&format!("c{i}")))
+            .unwrap();
+        sharing = c.sharing.clone();
+        assert_eq!(
+            fs::read(c.path.join("data/f3.bin")).unwrap(),
+            files[3].1,
+            "container {i}"
+        );
+    }
+    sync();
+    let after = fs_free_bytes(t.path());
+    let used = before.saturating_sub(after);
+    println!(
+        "disk use of {N} containers of a {} MiB image: {:.1} MiB ({:.2} copies), sharing = {sharing}",
+        one_copy >> 20,
+        used as f64 / (1u64 << 20) as f64,
+        used as f64 / one_copy as f64
+    );
+    if sharing == "reflink" {
+        // The base checkout costs one copy; the containers share it.
+        assert!(
+            used < 2 * one_copy,
+            "{N} reflinked containers used {used} bytes"
+        );
+        // Writing to one container does not change another.
+        let c0 = store.container("c0").unwrap();
+        let c1 = store.container("c1").unwrap();
+        fs::write(c0.path.join("data/f3.bin"), b"rewritten").unwrap();
+        assert_eq!(fs::read(c1.path.join("data/f3.bin")).unwrap(), files[3].1);
+    } else {
+        println!(
+            "sharing assertion skipped: the filesystem of {} supports no reflinks, so each \
+             container is a full copy (set LAYERSTORE_TEST_REFLINK_DIR to a btrfs/XFS directory)",
+            t.path().display()
+        );
+        assert_eq!(sharing, "copy");
+    }
+    for i in 0..N {
+        store.remove_container(&format!("c{i}")).unwrap();
+    }
+    let report = store.gc(&GcOptions::default()).unwrap();
+    if sharing == "reflink" {
+        assert_eq!(
+            report.container_dirs_removed, 1,
+            "the unused base checkout goes"
+        );
+    }
+    assert!(
+        !store
+            .path()
+            .join("checkouts")
+            .read_dir()
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    );
+}
+
+#[test]
+fn cli_container_commands() {
+    let t = tmp();
+    let layers = simple_image(t.path());
+    let layout = layout_of(t.path(), "cli:1", &layers);
+    let store = t.path().join("store");
+    cli_ok(&store, &["image", "import", s(&layout)]);
+
+    let out = t.path().join("co");
+    let report = cli_json(&store, &["checkout", "cli:1", s(&out)]);
+    assert_eq!(report["layers"], 2);
+    assert_eq!(fs::read(out.join("app/version")).unwrap(), b"1.0\n");
+    let err = cli_err(&store, &["checkout", "cli:1", s(&out)]);
+    assert!(err.contains("not empty"), "{err}");
+    let err = cli_err(&store, &["checkout", "nope:1", s(&t.path().join("x"))]);
+    assert!(err.contains("not found"), "{err}");
+
+    let created = cli_json(&store, &["container", "create", "cli:1", "--name", "web"]);
+    assert_eq!(created["name"], "web");
+    let path = cli_ok(&store, &["container", "path", "web"]);
+    let root = PathBuf::from(path.trim());
+    assert_eq!(root, PathBuf::from(created["path"].as_str().unwrap()));
+    assert!(root.join("app/main.py").is_file());
+    let err = cli_err(&store, &["container", "create", "cli:1", "--name", "web"]);
+    assert!(err.contains("already exists"), "{err}");
+    let err = cli_err(
+        &store,
+        &["container", "create", "cli:1", "--name", "../bad"],
+    );
+    assert!(err.contains("container name"), "{err}");
+    let unnamed = cli_ok(&store, &["container", "create", "cli:1"]);
+    let unnamed = unnamed.trim().to_string();
+
+    let ls = cli_json(&store, &["container", "ls"]);
+    let names: Vec<&str> = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"web") && names.contains(&unnamed.as_str()),
+        "{ls}"
+    );
+    let text = cli_ok(&store, &["container", "ls"]);
+    assert!(text.contains("web") && text.contains("cli:1"), "{text}");
+
+    fs::write(root.join("added"), b"new").unwrap();
+    fs::remove_file(root.join("etc/motd")).unwrap();
+    let diff = cli_ok(&store, &["container", "diff", "web"]);
+    assert_eq!(diff, "A /added\nD /etc/motd\n");
+    let diff: Value = cli_json(&store, &["container", "diff", "web"]);
+    assert_eq!(diff[0]["kind"], "added");
+    assert_eq!(diff[1]["path"], "/etc/motd");
+
+    let commit = cli_json(&store, &["container", "commit", "web", "web:2"]);
+    assert_eq!(
+        (commit["added"].as_u64(), commit["deleted"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let images = cli_json(&store, &["image", "ls"]);
+    assert!(
+        images
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["name"] == "web:2" && i["layers"] == 3)
+    );
+
+    // image rm of a used image keeps what the container needs.
+    cli_ok(&store, &["image", "rm", "cli:1"]);
+    cli_ok(&store, &["gc"]);
+    assert_eq!(
+        cli_ok(&store, &["container", "diff", "web"]),
+        "A /added\nD /etc/motd\n"
+    );
+
+    cli_ok(&store, &["container", "rm", "web", &unnamed]);
+    assert!(!root.exists());
+    let err = cli_err(&store, &["container", "path", "web"]);
+    assert!(err.contains("not found"), "{err}");
+    let err = cli_err(&store, &["container", "rm", "web"]);
+    assert!(err.contains("not found"), "{err}");
+    assert_eq!(
+        cli_json(&store, &["container", "ls"]),
+        serde_json::json!([])
+    );
+    let verify = cli(&store, &["verify", "--full"]);
+    assert!(verify.status.success());
+}
