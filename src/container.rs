@@ -35,6 +35,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::checkout::{self, CheckoutReport, OPAQUE_MARKER, WHITEOUT_PREFIX};
+use crate::clock::{now, rfc3339};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::image::runnable_manifest;
@@ -138,13 +139,6 @@ fn info(store: &Store, row: ContainerRow) -> ContainerInfo {
         sharing: row.sharing,
         owners: row.owners,
     }
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// Container names: 1-128 of `[A-Za-z0-9_.-]`, starting alphanumeric.
@@ -971,27 +965,6 @@ fn write_layer<W: Write>(cmp: &Comparison, out: W) -> Result<(W, Counts)> {
     Ok((out, counts))
 }
 
-/// RFC 3339 UTC time of Unix seconds.
-fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 /// The old config with the new layer appended.
 fn new_config(old: &[u8], diff_id: &Digest, container: &str, created: i64) -> Result<Vec<u8>> {
     let mut config: Value = serde_json::from_slice(old)
@@ -1156,12 +1129,6 @@ mod tests {
         for bad in ["", "-x", ".x", "a/b", "a b", "../x", &"x".repeat(129)] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn times() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
+use crate::clock::now;
 use crate::digest::{ChunkId, Digest};
 use crate::error::{Error, Result};
 
@@ -372,13 +373,6 @@ pub struct IndexStats {
 /// An open index connection.
 pub struct Index {
     conn: Connection,
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 fn digest_from_sql(text: String) -> rusqlite::Result<Digest> {

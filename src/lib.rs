@@ -13,6 +13,7 @@
 
 pub mod checkout;
 pub mod chunker;
+pub mod clock;
 pub mod container;
 pub mod digest;
 pub mod error;

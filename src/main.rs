@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use layerstore::{Digest, ExportFormat, GcOptions, PutOptions, Store, VerifyOptions};
+use layerstore::{Digest, ExportFormat, GcOptions, PutOptions, Store, VerifyOptions, clock};
 
 /// A content-addressed, deduplicating store for container image layers.
 #[derive(Parser)]
@@ -837,22 +837,8 @@ fn human(bytes: u64) -> String {
 
 /// Unix seconds as `YYYY-MM-DD HH:MM:SS` UTC.
 fn utc(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    clock::rfc3339(secs)
+        .replacen('T', " ", 1)
+        .trim_end_matches('Z')
+        .to_string()
 }
