@@ -81,6 +81,33 @@ pub(crate) struct EntryMeta {
 }
 
 /// Reads an entry's metadata (header, GNU long names, PAX records).
+/// The error for a layer stream that is not a readable tar.
+pub(crate) fn bad_tar(layer: &Digest) -> impl Fn(io::Error) -> Error + '_ {
+    move |e| Error::InvalidInput {
+        source_name: format!("layer {layer}"),
+        offset: None,
+        reason: format!("cannot read it as a tar archive: {e}"),
+    }
+}
+
+/// Hands every entry of the layer tar in `reader` to `apply`, then reads
+/// the stream to its end, so the store checks the whole layer's DiffID
+/// even when the tar stops before its last bytes.
+pub(crate) fn for_each_entry(
+    reader: &mut dyn Read,
+    layer: &Digest,
+    mut apply: impl FnMut(&mut tar::Entry<'_, &mut dyn Read>, &EntryMeta) -> Result<()>,
+) -> Result<()> {
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries().map_err(bad_tar(layer))? {
+        let mut entry = entry.map_err(bad_tar(layer))?;
+        let meta = entry_meta(&mut entry).map_err(bad_tar(layer))?;
+        apply(&mut entry, &meta)?;
+    }
+    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(bad_tar(layer))?;
+    Ok(())
+}
+
 pub(crate) fn entry_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<EntryMeta> {
     let header = entry.header();
     let kind = header.entry_type();
@@ -532,21 +559,10 @@ impl Applier {
     /// Applies one layer read from `reader`; `layer` names it in errors.
     /// Reads the stream to its end (so the store can check the DiffID).
     pub(crate) fn apply_layer(&mut self, reader: &mut dyn Read, layer: &Digest) -> Result<()> {
-        let mut archive = tar::Archive::new(&mut *reader);
         let mut touched: HashSet<Vec<u8>> = HashSet::new();
-        let bad_tar = |e: io::Error| Error::InvalidInput {
-            source_name: format!("layer {layer}"),
-            offset: None,
-            reason: format!("cannot read it as a tar archive: {e}"),
-        };
-        for entry in archive.entries().map_err(bad_tar)? {
-            let mut entry = entry.map_err(bad_tar)?;
-            let meta = entry_meta(&mut entry).map_err(bad_tar)?;
-            self.apply_entry(&mut entry, &meta, layer, &mut touched)?;
-        }
-        // Read to the end, so the store checks the whole layer's DiffID.
-        io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(bad_tar)?;
-        Ok(())
+        for_each_entry(reader, layer, |entry, meta| {
+            self.apply_entry(entry, meta, layer, &mut touched)
+        })
     }
 
     fn apply_entry(

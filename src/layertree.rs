@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io::{self, Read};
 
 use crate::checkout::{
-    MAX_DEPTH, Whiteout, display, entry_components, entry_meta, join, whiteout, with_ancestors,
-    with_layer,
+    MAX_DEPTH, Whiteout, bad_tar, display, entry_components, for_each_entry, join, whiteout,
+    with_ancestors, with_layer,
 };
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -176,16 +176,8 @@ impl Tree {
     }
 
     fn apply_layer(&mut self, reader: &mut dyn Read, layer: &Digest) -> Result<()> {
-        let mut archive = tar::Archive::new(&mut *reader);
         let mut touched: HashSet<Vec<u8>> = HashSet::new();
-        let bad_tar = |e: io::Error| Error::InvalidInput {
-            source_name: format!("layer {layer}"),
-            offset: None,
-            reason: format!("cannot read it as a tar archive: {e}"),
-        };
-        for entry in archive.entries().map_err(bad_tar)? {
-            let mut entry = entry.map_err(bad_tar)?;
-            let meta = entry_meta(&mut entry).map_err(bad_tar)?;
+        for_each_entry(reader, layer, |entry, meta| {
             let refuse = |why: String| Error::InvalidInput {
                 source_name: format!("layer {layer}"),
                 offset: None,
@@ -200,11 +192,11 @@ impl Tree {
                     root.uid = meta.uid;
                     root.gid = meta.gid;
                 }
-                continue;
+                return Ok(());
             };
             if let Some(wh) = whiteout(name).map_err(refuse)? {
                 let Some(parent) = self.resolve(parent_comps, false).map_err(refuse)? else {
-                    continue;
+                    return Ok(());
                 };
                 match wh {
                     Whiteout::Opaque => {
@@ -224,7 +216,7 @@ impl Tree {
                         }
                     }
                 }
-                continue;
+                return Ok(());
             }
             let parent = self
                 .resolve(parent_comps, true)
@@ -241,7 +233,7 @@ impl Tree {
                 T::Directory => NodeKind::Dir,
                 T::Regular | T::Continuous | T::GNUSparse => {
                     let mut hasher = blake3::Hasher::new();
-                    let size = io::copy(&mut entry, &mut hasher).map_err(bad_tar)?;
+                    let size = io::copy(&mut *entry, &mut hasher).map_err(bad_tar(layer))?;
                     NodeKind::File {
                         size,
                         hash: *hasher.finalize().as_bytes(),
@@ -262,12 +254,12 @@ impl Tree {
                         .filter(|n| n.kind != NodeKind::Dir)
                         .ok_or_else(|| refuse("hard link target does not exist".into()))?;
                     self.replace(&full, node);
-                    continue;
+                    return Ok(());
                 }
                 T::Char if self.owners => NodeKind::Char(meta.device.0, meta.device.1),
                 T::Block if self.owners => NodeKind::Block(meta.device.0, meta.device.1),
                 T::Fifo => NodeKind::Fifo,
-                _ => continue,
+                _ => return Ok(()),
             };
             let node = Node {
                 kind,
@@ -276,10 +268,8 @@ impl Tree {
                 gid: meta.gid,
             };
             self.replace(&full, node);
-        }
-        // Read to the end, so the store checks the whole layer's DiffID.
-        io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(bad_tar)?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Puts `node` at `path`; a directory over a directory keeps the
