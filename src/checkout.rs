@@ -658,16 +658,8 @@ impl Applier {
                     rfs::mkdirat(pfd, os(name), Mode::from_raw_mode(0o700))
                         .map_err(|e| failed("creating directory", e.into()))?;
                 }
-                if self.owners {
-                    rfs::chownat(
-                        pfd,
-                        os(name),
-                        Some(uid(meta.uid)),
-                        Some(gid(meta.gid)),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(|e| failed("setting owner", e.into()))?;
-                }
+                self.set_owner(pfd, name, meta)
+                    .map_err(|e| failed("setting owner", e))?;
                 if !meta.xattrs.is_empty() {
                     let fd = open_dir_nofollow(pfd, os(name))
                         .map_err(|e| failed("opening directory", e))?;
@@ -784,16 +776,8 @@ impl Applier {
                     rfs::makedev(meta.device.0, meta.device.1),
                 )
                 .map_err(|e| failed("creating device node", e.into()))?;
-                if self.owners {
-                    rfs::chownat(
-                        pfd,
-                        os(name),
-                        Some(uid(meta.uid)),
-                        Some(gid(meta.gid)),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(|e| failed("setting owner", e.into()))?;
-                }
+                self.set_owner(pfd, name, meta)
+                    .map_err(|e| failed("setting owner", e))?;
                 rfs::chmodat(
                     pfd,
                     os(name),
@@ -815,7 +799,9 @@ impl Applier {
         Ok(())
     }
 
-    fn finish_special(&self, pfd: BorrowedFd<'_>, name: &[u8], meta: &EntryMeta) -> io::Result<()> {
+    /// Gives `name` the entry's uid and gid, when ownership is applied at
+    /// all (as root); never follows a symlink.
+    fn set_owner(&self, pfd: BorrowedFd<'_>, name: &[u8], meta: &EntryMeta) -> io::Result<()> {
         if self.owners {
             rfs::chownat(
                 pfd,
@@ -825,6 +811,11 @@ impl Applier {
                 AtFlags::SYMLINK_NOFOLLOW,
             )?;
         }
+        Ok(())
+    }
+
+    fn finish_special(&self, pfd: BorrowedFd<'_>, name: &[u8], meta: &EntryMeta) -> io::Result<()> {
+        self.set_owner(pfd, name, meta)?;
         rfs::utimensat(pfd, os(name), &ts(meta.mtime), AtFlags::SYMLINK_NOFOLLOW)?;
         Ok(())
     }
