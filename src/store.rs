@@ -643,11 +643,10 @@ impl Store {
     /// ```
     pub fn stats(&self) -> Result<StoreStats> {
         let s = self.index()?.stats()?;
+        let pack_bytes = dir_size(&self.packs_dir(), &[])?;
         // Container root filesystems are the user's files, not stored data.
-        let stored_bytes = dir_size(&self.root)?
-            .saturating_sub(dir_size(&self.root.join("containers"))?)
-            .saturating_sub(dir_size(&self.root.join("checkouts"))?);
-        let pack_bytes = dir_size(&self.packs_dir())?;
+        let stored_bytes =
+            pack_bytes + dir_size(&self.root, &["packs", "containers", "checkouts"])?;
         Ok(StoreStats {
             layers: s.layers,
             logical_bytes: s.logical_bytes,
@@ -682,7 +681,8 @@ fn summaries(listing: Vec<LayerListing>) -> Vec<LayerSummary> {
 }
 
 /// Bytes of regular files under `dir`, recursively.
-fn dir_size(dir: &Path) -> Result<u64> {
+/// Bytes of the files under `dir`, leaving out its entries named in `skip`.
+fn dir_size(dir: &Path, skip: &[&str]) -> Result<u64> {
     let mut total = 0;
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -692,6 +692,9 @@ fn dir_size(dir: &Path) -> Result<u64> {
     };
     for entry in entries {
         let entry = entry.context(|| format!("listing {}", dir.display()))?;
+        if skip.iter().any(|name| entry.file_name() == **name) {
+            continue;
+        }
         // Other processes create and remove files (the index's WAL and
         // shared-memory files, temporary packs) while we sum.
         let meta = match entry.metadata() {
@@ -700,7 +703,7 @@ fn dir_size(dir: &Path) -> Result<u64> {
             Err(e) => return Err(Error::io(format!("reading {}", entry.path().display()), e)),
         };
         if meta.is_dir() {
-            total += dir_size(&entry.path())?;
+            total += dir_size(&entry.path(), &[])?;
         } else if meta.is_file() {
             total += meta.len();
         }
