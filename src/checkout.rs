@@ -83,10 +83,11 @@ pub(crate) struct EntryMeta {
 /// Reads an entry's metadata (header, GNU long names, PAX records).
 /// The error for a layer stream that is not a readable tar.
 pub(crate) fn bad_tar(layer: &Digest) -> impl Fn(io::Error) -> Error + '_ {
-    move |e| Error::InvalidInput {
-        source_name: format!("layer {layer}"),
-        offset: None,
-        reason: format!("cannot read it as a tar archive: {e}"),
+    move |e| {
+        Error::invalid(
+            format!("layer {layer}"),
+            format!("cannot read it as a tar archive: {e}"),
+        )
     }
 }
 
@@ -334,11 +335,10 @@ pub(crate) fn remove_tree(path: &Path) -> Result<()> {
             n,
         ),
         _ => {
-            return Err(Error::InvalidInput {
-                source_name: path.display().to_string(),
-                offset: None,
-                reason: "refusing to remove this path".into(),
-            });
+            return Err(Error::invalid(
+                path.display().to_string(),
+                "refusing to remove this path",
+            ));
         }
     };
     let dir = match rfs::open(
@@ -572,13 +572,14 @@ impl Applier {
         layer: &Digest,
         touched: &mut HashSet<Vec<u8>>,
     ) -> Result<()> {
-        let refuse = |why: String| Error::InvalidInput {
-            source_name: format!("layer {layer}"),
-            offset: None,
-            reason: format!(
-                "entry {:?}: {why}; refusing to check it out",
-                String::from_utf8_lossy(&meta.path)
-            ),
+        let refuse = |why: String| {
+            Error::invalid(
+                format!("layer {layer}"),
+                format!(
+                    "entry {:?}: {why}; refusing to check it out",
+                    String::from_utf8_lossy(&meta.path)
+                ),
+            )
         };
         let failed = |what: &str, e: io::Error| {
             Error::io(
@@ -917,9 +918,7 @@ pub(crate) fn with_layer<T>(
         });
         let consumed = consume(&mut reader);
         drop(reader);
-        let got = getter
-            .join()
-            .map_err(|_| Error::Corrupt("layer streaming thread panicked".into()))?;
+        let got = crate::error::join_worker(getter);
         match (got, consumed) {
             (Ok(()), consumed) => consumed,
             // The consumer stopped first: the get only failed because its
@@ -942,19 +941,17 @@ pub(crate) fn prepare_empty_dir(dir: &Path) -> Result<()> {
                 .map(|mut d| d.next().is_none())
                 .unwrap_or(false);
             if !empty {
-                return Err(Error::InvalidInput {
-                    source_name: dir.display().to_string(),
-                    offset: None,
-                    reason: "directory is not empty; choose a new or empty directory".into(),
-                });
+                return Err(Error::invalid(
+                    dir.display().to_string(),
+                    "directory is not empty; choose a new or empty directory",
+                ));
             }
         }
         Ok(_) => {
-            return Err(Error::InvalidInput {
-                source_name: dir.display().to_string(),
-                offset: None,
-                reason: "exists and is not a directory".into(),
-            });
+            return Err(Error::invalid(
+                dir.display().to_string(),
+                "exists and is not a directory",
+            ));
         }
         Err(_) => {
             std::fs::create_dir_all(dir)

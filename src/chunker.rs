@@ -46,14 +46,13 @@ impl ChunkParams {
         if ok {
             Ok(())
         } else {
-            Err(Error::InvalidInput {
-                source_name: "chunk parameters".into(),
-                offset: None,
-                reason: format!(
+            Err(Error::invalid(
+                "chunk parameters",
+                format!(
                     "min/avg/max {min}/{avg}/{max} must be powers of two with min < avg < max, \
                      min in 64..=1MiB, avg in 256..=4MiB, max in 1KiB..=16MiB"
                 ),
-            })
+            ))
         }
     }
 }

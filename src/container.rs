@@ -155,19 +155,15 @@ fn check_name(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidInput {
-            source_name: format!("container name {name:?}"),
-            offset: None,
-            reason: "use 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit"
-                .into(),
-        })
+        Err(Error::invalid(
+            format!("container name {name:?}"),
+            "use 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit",
+        ))
     }
 }
 
 fn not_found(name: &str) -> Error {
-    Error::NotFound {
-        what: format!("container {name:?}"),
-    }
+    Error::not_found(format!("container {name:?}"))
 }
 
 // ---------------------------------------------------------------- checkout
@@ -399,11 +395,10 @@ pub(crate) fn create(store: &Store, image: &str, name: Option<&str>) -> Result<C
         None => id[..12].to_string(),
     };
     if store.index()?.container(&name)?.is_some() {
-        return Err(Error::InvalidInput {
-            source_name: format!("container {name:?}"),
-            offset: None,
-            reason: "a container of that name already exists".into(),
-        });
+        return Err(Error::invalid(
+            format!("container {name:?}"),
+            "a container of that name already exists",
+        ));
     }
     let dir = containers_dir(store);
     fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
@@ -671,7 +666,7 @@ fn compare(store: &Store, name: &str) -> Result<(ContainerRow, Comparison)> {
     let index = store.index()?;
     let row = index.container(name)?.ok_or_else(|| not_found(name))?;
     let record = index.manifest(&row.manifest)?.ok_or_else(|| {
-        Error::Corrupt(format!(
+        Error::corrupt(format!(
             "manifest {} of container {name:?} is not stored",
             row.manifest
         ))
@@ -968,11 +963,9 @@ fn write_layer<W: Write>(cmp: &Comparison, out: W) -> Result<(W, Counts)> {
 /// The old config with the new layer appended.
 fn new_config(old: &[u8], diff_id: &Digest, container: &str, created: i64) -> Result<Vec<u8>> {
     let mut config: Value = serde_json::from_slice(old)
-        .map_err(|e| Error::Corrupt(format!("stored image config: {e}")))?;
+        .map_err(|e| Error::corrupt(format!("stored image config: {e}")))?;
     let Some(obj) = config.as_object_mut() else {
-        return Err(Error::Corrupt(
-            "stored image config is not a JSON object".into(),
-        ));
+        return Err(Error::corrupt("stored image config is not a JSON object"));
     };
     let when = rfc3339(created);
     obj.insert("created".into(), json!(when));
@@ -980,9 +973,7 @@ fn new_config(old: &[u8], diff_id: &Digest, container: &str, created: i64) -> Re
         .entry("rootfs")
         .or_insert_with(|| json!({"type": "layers", "diff_ids": []}));
     let Some(diff_ids) = rootfs.get_mut("diff_ids").and_then(Value::as_array_mut) else {
-        return Err(Error::Corrupt(
-            "stored image config has no rootfs.diff_ids".into(),
-        ));
+        return Err(Error::corrupt("stored image config has no rootfs.diff_ids"));
     };
     let old_layers = diff_ids.len();
     diff_ids.push(json!(diff_id.to_string()));
@@ -1001,7 +992,7 @@ fn new_config(old: &[u8], diff_id: &Digest, container: &str, created: i64) -> Re
             obj.insert("history".into(), Value::Array(history));
         }
     }
-    serde_json::to_vec(&config).map_err(|e| Error::Corrupt(format!("encoding config: {e}")))
+    serde_json::to_vec(&config).map_err(|e| Error::corrupt(format!("encoding config: {e}")))
 }
 
 pub(crate) fn commit(store: &Store, name: &str, new_image: &str) -> Result<CommitReport> {
@@ -1010,10 +1001,10 @@ pub(crate) fn commit(store: &Store, name: &str, new_image: &str) -> Result<Commi
     let index = store.index()?;
     let record = index
         .manifest(&row.manifest)?
-        .ok_or_else(|| Error::Corrupt(format!("manifest {} is not stored", row.manifest)))?;
+        .ok_or_else(|| Error::corrupt(format!("manifest {} is not stored", row.manifest)))?;
     let (_, old_config) = index
         .blob(&record.config)?
-        .ok_or_else(|| Error::Corrupt(format!("config {} is not stored", record.config)))?;
+        .ok_or_else(|| Error::corrupt(format!("config {} is not stored", record.config)))?;
     drop(index);
 
     let _lock = store.lock_shared()?;
@@ -1038,9 +1029,7 @@ pub(crate) fn commit(store: &Store, name: &str, new_image: &str) -> Result<Commi
             },
             &mut session,
         );
-        let produced = producer
-            .join()
-            .map_err(|_| Error::Corrupt("layer writer thread panicked".into()))?;
+        let produced = crate::error::join_worker(producer);
         // The writer's own error explains a broken stream best.
         let counts = produced?;
         Ok::<_, Error>((prepared?, counts))
@@ -1084,7 +1073,7 @@ pub(crate) fn commit(store: &Store, name: &str, new_image: &str) -> Result<Commi
         },
     });
     let manifest = serde_json::to_vec(&manifest)
-        .map_err(|e| Error::Corrupt(format!("encoding manifest: {e}")))?;
+        .map_err(|e| Error::corrupt(format!("encoding manifest: {e}")))?;
     let manifest_digest = Digest::of(&manifest);
     let added_bytes = prepared.info.added_bytes;
     let import = NewImport {

@@ -11,7 +11,12 @@ use std::path::PathBuf;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in layerstore.
+///
+/// Build values with the constructors ([`Error::invalid`],
+/// [`Error::corrupt`], [`Error::not_found`], [`Error::io`]); match on the
+/// variants. New variants may be added, so matches need a catch-all arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A layer, alias, chunk or other named object does not exist in the store.
     #[error("{what} not found in the store")]
@@ -75,6 +80,42 @@ pub enum Error {
 }
 
 impl Error {
+    /// Builds an [`Error::InvalidInput`] for input `source_name` (a file
+    /// name, `stdin`, an entry inside an archive) without a byte offset.
+    pub fn invalid(source_name: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidInput {
+            source_name: source_name.into(),
+            offset: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// Builds an [`Error::InvalidInput`] that names the byte offset in the
+    /// input where the problem was seen.
+    pub fn invalid_at(
+        source_name: impl Into<String>,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::InvalidInput {
+            source_name: source_name.into(),
+            offset: Some(offset),
+            reason: reason.into(),
+        }
+    }
+
+    /// Builds an [`Error::Corrupt`]: stored data disagrees with the index.
+    /// Never for a bug in layerstore itself: a panicking worker thread is
+    /// re-raised as a panic.
+    pub fn corrupt(what: impl Into<String>) -> Self {
+        Error::Corrupt(what.into())
+    }
+
+    /// Builds an [`Error::NotFound`] for `what` (e.g. `layer sha256:..`).
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Error::NotFound { what: what.into() }
+    }
+
     /// Builds an [`Error::Io`] with a description of what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
@@ -97,5 +138,15 @@ pub(crate) trait IoContext<T> {
 impl<T> IoContext<T> for std::io::Result<T> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|e| Error::io(what(), e))
+    }
+}
+
+/// Joins a worker thread, re-raising its panic in the caller. A panic is a
+/// bug in layerstore, never a property of the store, so it must not turn
+/// into an error that tells users their data is corrupt.
+pub(crate) fn join_worker<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    match handle.join() {
+        Ok(value) => value,
+        Err(payload) => std::panic::resume_unwind(payload),
     }
 }

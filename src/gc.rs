@@ -172,9 +172,9 @@ fn rewrite_pack(index: &mut Index, store: &Store, usage: &PackUsage) -> Result<u
                 let bytes = usize::try_from(*offset)
                     .ok()
                     .and_then(|start| raw.get(start..start + *len as usize))
-                    .ok_or_else(|| Error::Corrupt(format!("chunk {id} lies outside its frame")))?;
+                    .ok_or_else(|| Error::corrupt(format!("chunk {id} lies outside its frame")))?;
                 if ChunkId::of(bytes) != *id {
-                    return Err(Error::Corrupt(format!(
+                    return Err(Error::corrupt(format!(
                         "chunk {id} in pack {} (frame at offset {}) does not match its id",
                         usage.name, row.location.offset
                     )));

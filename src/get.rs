@@ -66,7 +66,7 @@ impl PackSet {
 /// Reads and decodes one frame; errors name the pack and offset.
 pub(crate) fn read_frame(map: &[u8], loc: &FrameLocation) -> Result<(FrameHeader, Vec<u8>)> {
     let corrupt = |what: String| {
-        Error::Corrupt(format!(
+        Error::corrupt(format!(
             "pack {} frame at offset {}: {what}",
             loc.pack, loc.offset
         ))
@@ -102,9 +102,9 @@ pub(crate) fn read_frame(map: &[u8], loc: &FrameLocation) -> Result<(FrameHeader
 pub(crate) fn load_recipe(packs: &mut PackSet, layer: &LayerRow) -> Result<Vec<u8>> {
     let map = packs.map(&layer.recipe.pack)?;
     let (header, recipe) = read_frame(&map, &layer.recipe)
-        .map_err(|e| Error::Corrupt(format!("layer {}: recipe: {e}", layer.digest)))?;
+        .map_err(|e| Error::corrupt(format!("layer {}: recipe: {e}", layer.digest)))?;
     if header.kind != FrameKind::Recipe || header.recipe_of != Some((layer.digest, layer.size)) {
-        return Err(Error::Corrupt(format!(
+        return Err(Error::corrupt(format!(
             "layer {}: recipe frame in pack {} at offset {} belongs to another layer",
             layer.digest, layer.recipe.pack, layer.recipe.offset
         )));
@@ -198,18 +198,14 @@ pub(crate) fn write_layer(
         }
         drop(rx);
         drop(hash_tx);
-        producer
-            .join()
-            .map_err(|_| Error::Corrupt("layer reader thread panicked".into()))?;
-        let sha256 = hasher
-            .join()
-            .map_err(|_| Error::Corrupt("layer hashing thread panicked".into()))?;
+        crate::error::join_worker(producer);
+        let sha256 = crate::error::join_worker(hasher);
         if let Some(e) = failure {
             return Err(e);
         }
         let actual = Digest::from_bytes(sha256.into());
         if actual != digest || written != layer.size {
-            return Err(Error::Corrupt(format!(
+            return Err(Error::corrupt(format!(
                 "layer {digest}: reconstructed {written} bytes hash to {actual} \
                  (expected {} bytes): its recipe is damaged",
                 layer.size
@@ -229,7 +225,7 @@ fn produce(
     tx: &crossbeam_channel::Sender<Result<Vec<Segment>>>,
 ) -> Result<()> {
     let mut entries =
-        RecipeReader::new(recipe).map_err(|e| Error::Corrupt(format!("layer {layer}: {e}")))?;
+        RecipeReader::new(recipe).map_err(|e| Error::corrupt(format!("layer {layer}: {e}")))?;
     let mut cache: HashMap<i64, Arc<Vec<u8>>> = HashMap::new();
     loop {
         let mut items = Vec::new();
@@ -238,7 +234,7 @@ fn produce(
         while bytes < BATCH_BYTES && frames.len() < BATCH_FRAMES {
             let Some(entry) = entries
                 .next_entry()
-                .map_err(|e| Error::Corrupt(format!("layer {layer}: {e}")))?
+                .map_err(|e| Error::corrupt(format!("layer {layer}: {e}")))?
             else {
                 break;
             };
@@ -249,12 +245,12 @@ fn produce(
                 }
                 Entry::Chunk(id, len) => {
                     let loc = index.chunk_location(&id)?.ok_or_else(|| {
-                        Error::Corrupt(format!(
+                        Error::corrupt(format!(
                             "layer {layer}: chunk {id} is missing from the index"
                         ))
                     })?;
                     if loc.len != len {
-                        return Err(Error::Corrupt(format!(
+                        return Err(Error::corrupt(format!(
                             "layer {layer}: chunk {id} is {} bytes in the index, {len} in the recipe",
                             loc.len
                         )));
@@ -285,7 +281,7 @@ fn produce(
             .map(|(loc, map)| {
                 read_frame(map, loc)
                     .map(|(_, raw)| (loc.frame_id, Arc::new(raw)))
-                    .map_err(|e| Error::Corrupt(format!("layer {layer}: {e}")))
+                    .map_err(|e| Error::corrupt(format!("layer {layer}: {e}")))
             })
             .collect::<Result<_>>()?;
         let mut next_cache: HashMap<i64, Arc<Vec<u8>>> = frames
@@ -358,7 +354,7 @@ fn chunk_slice<'a>(
 }
 
 fn chunk_error(layer: &Digest, id: &ChunkId, frame: &FrameLocation, what: &str) -> Error {
-    Error::Corrupt(format!(
+    Error::corrupt(format!(
         "layer {layer}: chunk {id} in pack {} (frame at offset {}) {what}",
         frame.pack, frame.offset
     ))

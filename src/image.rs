@@ -248,11 +248,7 @@ impl Source {
     }
 
     fn missing(&self, rel: &str) -> Error {
-        Error::InvalidInput {
-            source_name: self.name().to_string(),
-            offset: None,
-            reason: format!("{rel} is missing"),
-        }
+        Error::invalid(self.name().to_string(), format!("{rel} is missing"))
     }
 
     /// Opens a file of the source; returns it and its size.
@@ -262,14 +258,13 @@ impl Source {
                 let full = root.join(rel);
                 let real = fs::canonicalize(&full).map_err(|_| self.missing(rel))?;
                 if !real.starts_with(root) {
-                    return Err(Error::InvalidInput {
-                        source_name: name.clone(),
-                        offset: None,
-                        reason: format!(
+                    return Err(Error::invalid(
+                        name.clone(),
+                        format!(
                             "{rel} is a symlink to {}, outside the layout",
                             real.display()
                         ),
-                    });
+                    ));
                 }
                 let file = File::open(&real).context(|| format!("opening {}", real.display()))?;
                 let size = file
@@ -284,18 +279,13 @@ impl Source {
                     match items.get(&current) {
                         None => return Err(self.missing(&current)),
                         Some(TarItem::Duplicate) => {
-                            return Err(Error::InvalidInput {
-                                source_name: name.clone(),
-                                offset: None,
-                                reason: format!("{current} appears more than once in the archive"),
-                            });
+                            return Err(Error::invalid(
+                                name.clone(),
+                                format!("{current} appears more than once in the archive"),
+                            ));
                         }
                         Some(TarItem::Link(Err(why))) => {
-                            return Err(Error::InvalidInput {
-                                source_name: name.clone(),
-                                offset: None,
-                                reason: why.clone(),
-                            });
+                            return Err(Error::invalid(name.clone(), why.clone()));
                         }
                         Some(TarItem::Link(Ok(target))) => current = target.clone(),
                         Some(TarItem::File { offset, size }) => {
@@ -307,11 +297,10 @@ impl Source {
                         }
                     }
                 }
-                Err(Error::InvalidInput {
-                    source_name: name.clone(),
-                    offset: None,
-                    reason: format!("{rel}: too many levels of symbolic links"),
-                })
+                Err(Error::invalid(
+                    name.clone(),
+                    format!("{rel}: too many levels of symbolic links"),
+                ))
             }
         }
     }
@@ -320,14 +309,13 @@ impl Source {
     fn read_small(&self, rel: &str) -> Result<Vec<u8>> {
         let (reader, size) = self.open_file(rel)?;
         if size > oci::MAX_JSON {
-            return Err(Error::InvalidInput {
-                source_name: format!("{}:{rel}", self.name()),
-                offset: None,
-                reason: format!(
+            return Err(Error::invalid(
+                format!("{}:{rel}", self.name()),
+                format!(
                     "{size} bytes exceeds the {}-byte limit for JSON documents",
                     oci::MAX_JSON
                 ),
-            });
+            ));
         }
         let mut out = Vec::with_capacity(size as usize);
         reader
@@ -345,33 +333,30 @@ impl Source {
         let bytes = self.read_small(&rel)?;
         let at = format!("{}:{rel}", self.name());
         if bytes.len() as u64 != size {
-            return Err(Error::InvalidInput {
-                source_name: at,
-                offset: None,
-                reason: format!(
+            return Err(Error::invalid(
+                at,
+                format!(
                     "blob is {} bytes but its descriptor says {size}",
                     bytes.len()
                 ),
-            });
+            ));
         }
         let actual = Digest::of(&bytes);
         if actual != digest {
-            return Err(Error::InvalidInput {
-                source_name: at,
-                offset: None,
-                reason: format!("blob content hashes to {actual}, not its digest {digest}"),
-            });
+            return Err(Error::invalid(
+                at,
+                format!("blob content hashes to {actual}, not its digest {digest}"),
+            ));
         }
         Ok((digest, bytes))
     }
 }
 
 fn not_archive(name: &str, e: io::Error) -> Error {
-    Error::InvalidInput {
-        source_name: name.to_string(),
-        offset: None,
-        reason: format!("not a readable tar archive of an image: {e}"),
-    }
+    Error::invalid(
+        name.to_string(),
+        format!("not a readable tar archive of an image: {e}"),
+    )
 }
 
 // ---------------------------------------------------------------- import
@@ -400,11 +385,10 @@ impl Importer<'_> {
         if let Some((_, want)) = expected
             && size != want
         {
-            return Err(Error::InvalidInput {
-                source_name: at,
-                offset: None,
-                reason: format!("blob is {size} bytes but its descriptor says {want}"),
-            });
+            return Err(Error::invalid(
+                at,
+                format!("blob is {size} bytes but its descriptor says {want}"),
+            ));
         }
         let prepared = put::prepare_put(
             &self.ctx,
@@ -422,11 +406,10 @@ impl Importer<'_> {
         if let Some((want, _)) = expected
             && blob_digest != want
         {
-            return Err(Error::InvalidInput {
-                source_name: at,
-                offset: None,
-                reason: format!("blob content hashes to {blob_digest}, not its digest {want}"),
-            });
+            return Err(Error::invalid(
+                at,
+                format!("blob content hashes to {blob_digest}, not its digest {want}"),
+            ));
         }
         Ok((
             info.digest,
@@ -449,15 +432,14 @@ impl Importer<'_> {
         let config_context = format!("{}:{}", self.src.name(), oci::blob_path(&config_digest));
         let (config, diff_ids) = oci::parse_config(&config_bytes, &config_context)?;
         if diff_ids.len() != manifest.layers.len() {
-            return Err(Error::InvalidInput {
-                source_name: context,
-                offset: None,
-                reason: format!(
+            return Err(Error::invalid(
+                context,
+                format!(
                     "manifest lists {} layers but its config lists {} diff_ids",
                     manifest.layers.len(),
                     diff_ids.len()
                 ),
-            });
+            ));
         }
         let mut layers = Vec::with_capacity(manifest.layers.len());
         for (i, desc) in manifest.layers.iter().enumerate() {
@@ -474,14 +456,13 @@ impl Importer<'_> {
                 }
             };
             if diff_id != diff_ids[i] {
-                return Err(Error::InvalidInput {
-                    source_name: context,
-                    offset: None,
-                    reason: format!(
+                return Err(Error::invalid(
+                    context,
+                    format!(
                         "layer {i} ({blob_digest}) uncompresses to DiffID {diff_id}, but the config lists {}",
                         diff_ids[i]
                     ),
-                });
+                ));
             }
             layers.push(ManifestLayer {
                 diff_id,
@@ -521,18 +502,16 @@ impl Importer<'_> {
         let context = format!("{}:index.json", self.src.name());
         let digest = desc.parsed_digest(&context)?;
         if path.contains(&digest) {
-            return Err(Error::InvalidInput {
-                source_name: self.src.name().to_string(),
-                offset: None,
-                reason: format!("index {digest} includes itself"),
-            });
+            return Err(Error::invalid(
+                self.src.name().to_string(),
+                format!("index {digest} includes itself"),
+            ));
         }
         if depth > MAX_INDEX_DEPTH {
-            return Err(Error::InvalidInput {
-                source_name: self.src.name().to_string(),
-                offset: None,
-                reason: format!("image indexes nest more than {MAX_INDEX_DEPTH} levels deep"),
-            });
+            return Err(Error::invalid(
+                self.src.name().to_string(),
+                format!("image indexes nest more than {MAX_INDEX_DEPTH} levels deep"),
+            ));
         }
         let (_, bytes) = self.src.read_blob(desc, &context)?;
         let mut media_type = desc.media_type.clone();
@@ -573,13 +552,12 @@ impl Importer<'_> {
                 self.blobs.push((digest, media_type, bytes));
                 Ok(Vec::new())
             }
-            _ => Err(Error::InvalidInput {
-                source_name: context,
-                offset: None,
-                reason: format!(
+            _ => Err(Error::invalid(
+                context,
+                format!(
                     "{digest} has media type {media_type:?}, which is not an image manifest or index"
                 ),
-            }),
+            )),
         }
     }
 }
@@ -597,30 +575,24 @@ fn import_oci(
                 .map(str::to_string)
         });
         if version.as_deref() != Some("1.0.0") {
-            return Err(Error::InvalidInput {
-                source_name: format!("{}:oci-layout", imp.src.name()),
-                offset: None,
-                reason: format!("unsupported imageLayoutVersion {version:?} (expected \"1.0.0\")"),
-            });
+            return Err(Error::invalid(
+                format!("{}:oci-layout", imp.src.name()),
+                format!("unsupported imageLayoutVersion {version:?} (expected \"1.0.0\")"),
+            ));
         }
     }
     let index = oci::parse_index(&imp.src.read_small("index.json")?, &context)?;
     if index.manifests.is_empty() {
-        return Err(Error::InvalidInput {
-            source_name: context,
-            offset: None,
-            reason: "index.json lists no images".into(),
-        });
+        return Err(Error::invalid(context, "index.json lists no images"));
     }
     if name_override.is_some() && index.manifests.len() > 1 {
-        return Err(Error::InvalidInput {
-            source_name: context,
-            offset: None,
-            reason: format!(
+        return Err(Error::invalid(
+            context,
+            format!(
                 "--name names one image, but index.json lists {}",
                 index.manifests.len()
             ),
-        });
+        ));
     }
     let mut named = Vec::new();
     for desc in &index.manifests {
@@ -643,14 +615,13 @@ fn import_docker(
     let context = format!("{}:manifest.json", imp.src.name());
     let entries = oci::parse_docker_manifest(&imp.src.read_small("manifest.json")?, &context)?;
     if name_override.is_some() && entries.len() > 1 {
-        return Err(Error::InvalidInput {
-            source_name: context,
-            offset: None,
-            reason: format!(
+        return Err(Error::invalid(
+            context,
+            format!(
                 "--name names one image, but manifest.json lists {}",
                 entries.len()
             ),
-        });
+        ));
     }
     let mut named = Vec::new();
     for entry in &entries {
@@ -660,15 +631,14 @@ fn import_docker(
         let config_context = format!("{}:{config_rel}", imp.src.name());
         let (config, diff_ids) = oci::parse_config(&config_bytes, &config_context)?;
         if diff_ids.len() != entry.layers.len() {
-            return Err(Error::InvalidInput {
-                source_name: context,
-                offset: None,
-                reason: format!(
+            return Err(Error::invalid(
+                context,
+                format!(
                     "{config_rel} lists {} diff_ids but manifest.json lists {} layers",
                     diff_ids.len(),
                     entry.layers.len()
                 ),
-            });
+            ));
         }
         let mut layers = Vec::new();
         let mut descriptors = Vec::new();
@@ -676,14 +646,13 @@ fn import_docker(
             let rel = oci::normalize_path(layer_path, &context)?;
             let (diff_id, blob_digest, blob_size, media_type) = imp.put_layer_blob(&rel, None)?;
             if diff_id != diff_ids[i] {
-                return Err(Error::InvalidInput {
-                    source_name: format!("{}:{rel}", imp.src.name()),
-                    offset: None,
-                    reason: format!(
+                return Err(Error::invalid(
+                    format!("{}:{rel}", imp.src.name()),
+                    format!(
                         "layer {i} has DiffID {diff_id}, but {config_rel} lists {}",
                         diff_ids[i]
                     ),
-                });
+                ));
             }
             descriptors.push(json!({"mediaType": media_type, "digest": blob_digest.to_string(), "size": blob_size}));
             layers.push(ManifestLayer {
@@ -703,7 +672,7 @@ fn import_docker(
             "layers": descriptors,
         });
         let bytes = serde_json::to_vec(&manifest)
-            .map_err(|e| Error::Corrupt(format!("encoding manifest: {e}")))?;
+            .map_err(|e| Error::corrupt(format!("encoding manifest: {e}")))?;
         let digest = Digest::of(&bytes);
         let platform = match (&config.os, &config.architecture) {
             (Some(os), Some(arch)) => Some(format!("{os}/{arch}")),
@@ -749,11 +718,10 @@ pub(crate) fn import(
     } else if src.has("manifest.json") {
         "docker-archive"
     } else {
-        return Err(Error::InvalidInput {
-            source_name: src.name().to_string(),
-            offset: None,
-            reason: "neither an OCI image layout (no index.json) nor a docker save archive (no manifest.json)".into(),
-        });
+        return Err(Error::invalid(
+            src.name().to_string(),
+            "neither an OCI image layout (no index.json) nor a docker save archive (no manifest.json)",
+        ));
     };
     let _lock = store.lock_shared()?;
     let mut index = store.index()?;
@@ -835,9 +803,9 @@ pub(crate) fn import(
 /// only one, else the one for this machine's architecture on linux, else
 /// linux/amd64, else the first. Layer sizes are filled in.
 pub(crate) fn runnable_manifest(index: &Index, name: &str) -> Result<ManifestRecord> {
-    let target = index.image_target(name)?.ok_or_else(|| Error::NotFound {
-        what: format!("image {name:?}"),
-    })?;
+    let target = index
+        .image_target(name)?
+        .ok_or_else(|| Error::not_found(format!("image {name:?}")))?;
     let mut manifests = manifests_of(index, &target)?;
     layer_sizes(index, &mut manifests)?;
     let arch = match std::env::consts::ARCH {
@@ -862,7 +830,7 @@ pub(crate) fn runnable_manifest(index: &Index, name: &str) -> Result<ManifestRec
     if pick < manifests.len() {
         Ok(manifests.swap_remove(pick))
     } else {
-        Err(Error::Corrupt(format!("image {name:?} has no manifest")))
+        Err(Error::corrupt(format!("image {name:?} has no manifest")))
     }
 }
 
@@ -934,9 +902,9 @@ pub(crate) fn list(store: &Store) -> Result<Vec<ImageSummary>> {
 
 pub(crate) fn details(store: &Store, name: &str) -> Result<ImageDetails> {
     let index = store.index()?;
-    let digest = index.image_target(name)?.ok_or_else(|| Error::NotFound {
-        what: format!("image {name:?}"),
-    })?;
+    let digest = index
+        .image_target(name)?
+        .ok_or_else(|| Error::not_found(format!("image {name:?}")))?;
     // Which other names use each layer.
     let mut users: HashMap<Digest, HashSet<String>> = HashMap::new();
     for (other, target, _) in index.images()? {
@@ -1011,7 +979,7 @@ impl LayoutWriter<'_> {
 
     fn stored_blob(&self, digest: &Digest) -> Result<(String, Vec<u8>)> {
         self.index.blob(digest)?.ok_or_else(|| {
-            Error::Corrupt(format!("document {digest} is referenced but not stored"))
+            Error::corrupt(format!("document {digest} is referenced but not stored"))
         })
     }
 
@@ -1027,7 +995,7 @@ impl LayoutWriter<'_> {
             BlobKind::Manifest => self.write_manifest(digest, bytes)?,
             BlobKind::Index if depth <= MAX_INDEX_DEPTH => {
                 let mut doc: Value = serde_json::from_slice(&bytes)
-                    .map_err(|e| Error::Corrupt(format!("stored index {digest}: {e}")))?;
+                    .map_err(|e| Error::corrupt(format!("stored index {digest}: {e}")))?;
                 let mut note = None;
                 if let Some(entries) = doc.get_mut("manifests").and_then(Value::as_array_mut) {
                     for entry in entries {
@@ -1050,7 +1018,7 @@ impl LayoutWriter<'_> {
                 match note {
                     Some(n) => (
                         serde_json::to_vec(&doc)
-                            .map_err(|e| Error::Corrupt(format!("encoding index: {e}")))?,
+                            .map_err(|e| Error::corrupt(format!("encoding index: {e}")))?,
                         Some(n),
                     ),
                     None => (bytes, None),
@@ -1094,7 +1062,7 @@ impl LayoutWriter<'_> {
         let record = self
             .index
             .manifest(digest)?
-            .ok_or_else(|| Error::Corrupt(format!("manifest {digest} has no layer records")))?;
+            .ok_or_else(|| Error::corrupt(format!("manifest {digest} has no layer records")))?;
         let (_, config) = self.stored_blob(&record.config)?;
         self.write_bytes(record.config, &config)?;
         let mut rewritten = Vec::new();
@@ -1111,7 +1079,7 @@ impl LayoutWriter<'_> {
         // The original compressed blobs cannot be reproduced byte for byte:
         // describe the exact uncompressed layers instead.
         let mut doc: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Corrupt(format!("stored manifest {digest}: {e}")))?;
+            .map_err(|e| Error::corrupt(format!("stored manifest {digest}: {e}")))?;
         doc["mediaType"] = json!(oci::MT_OCI_MANIFEST);
         if doc["config"]["mediaType"] == json!(oci::MT_DOCKER_CONFIG) {
             doc["config"]["mediaType"] = json!(oci::MT_OCI_CONFIG);
@@ -1129,7 +1097,7 @@ impl LayoutWriter<'_> {
             entry["size"] = json!(size);
         }
         let out = serde_json::to_vec(&doc)
-            .map_err(|e| Error::Corrupt(format!("encoding manifest: {e}")))?;
+            .map_err(|e| Error::corrupt(format!("encoding manifest: {e}")))?;
         Ok((
             out,
             Some(format!(
@@ -1155,11 +1123,7 @@ pub(crate) fn export(
     out: &Path,
 ) -> Result<ExportReport> {
     if names.is_empty() {
-        return Err(Error::InvalidInput {
-            source_name: "export".into(),
-            offset: None,
-            reason: "no image names given".into(),
-        });
+        return Err(Error::invalid("export", "no image names given"));
     }
     if out.exists() {
         let empty_dir = out.is_dir()
@@ -1167,19 +1131,18 @@ pub(crate) fn export(
                 .map(|mut d| d.next().is_none())
                 .unwrap_or(false);
         if !empty_dir {
-            return Err(Error::InvalidInput {
-                source_name: out.display().to_string(),
-                offset: None,
-                reason: "already exists; choose a new path".into(),
-            });
+            return Err(Error::invalid(
+                out.display().to_string(),
+                "already exists; choose a new path",
+            ));
         }
     }
     let index = store.index()?;
     let mut targets = Vec::new();
     for name in names {
-        let digest = index.image_target(name)?.ok_or_else(|| Error::NotFound {
-            what: format!("image {name:?}"),
-        })?;
+        let digest = index
+            .image_target(name)?
+            .ok_or_else(|| Error::not_found(format!("image {name:?}")))?;
         targets.push((name.clone(), digest));
     }
     let tmp = temp_sibling(out);
@@ -1240,7 +1203,7 @@ fn export_oci(
     }
     let top = json!({"schemaVersion": 2, "mediaType": oci::MT_OCI_INDEX, "manifests": entries});
     let bytes = serde_json::to_vec_pretty(&top)
-        .map_err(|e| Error::Corrupt(format!("encoding index.json: {e}")))?;
+        .map_err(|e| Error::corrupt(format!("encoding index.json: {e}")))?;
     fs::write(dir.join("index.json"), bytes)
         .context(|| format!("writing {}/index.json", dir.display()))?;
     Ok(images)
@@ -1314,7 +1277,7 @@ fn export_docker(
             .iter()
             .find(|m| m.platform.as_deref() == Some("linux/amd64"))
             .or_else(|| manifests.first())
-            .ok_or_else(|| Error::Corrupt(format!("image {name:?} has no manifest")))?;
+            .ok_or_else(|| Error::corrupt(format!("image {name:?} has no manifest")))?;
         let note = (manifests.len() > 1).then(|| {
             format!(
                 "docker archives hold one platform: wrote {} of {} manifests",
@@ -1327,7 +1290,7 @@ fn export_docker(
         });
         let (_, config) = index
             .blob(&chosen.config)?
-            .ok_or_else(|| Error::Corrupt(format!("config {} is not stored", chosen.config)))?;
+            .ok_or_else(|| Error::corrupt(format!("config {} is not stored", chosen.config)))?;
         let config_path = format!("{}.json", chosen.config.hex());
         if written.insert(config_path.clone()) {
             tar.file(&config_path, &config)?;
@@ -1339,9 +1302,7 @@ fn export_docker(
             if written.insert(layer_path.clone()) {
                 let row = index
                     .layer(&layer.diff_id)?
-                    .ok_or_else(|| Error::NotFound {
-                        what: format!("layer {}", layer.diff_id),
-                    })?;
+                    .ok_or_else(|| Error::not_found(format!("layer {}", layer.diff_id)))?;
                 tar.header(&format!("{dir}/"), 0, tar::EntryType::Directory)?;
                 tar.header(&layer_path, row.size, tar::EntryType::Regular)?;
                 store.get_layer(&layer.diff_id, &mut tar.out)?;
@@ -1370,7 +1331,7 @@ fn export_docker(
         });
     }
     let manifest = serde_json::to_vec(&entries)
-        .map_err(|e| Error::Corrupt(format!("encoding manifest.json: {e}")))?;
+        .map_err(|e| Error::corrupt(format!("encoding manifest.json: {e}")))?;
     tar.file("manifest.json", &manifest)?;
     tar.out
         .write_all(&[0u8; 1024])

@@ -790,12 +790,10 @@ impl Index {
                     ],
                 )?;
                 if inserted != 1 {
-                    return Err(Error::NotFound {
-                        what: format!(
-                            "layer {} of manifest {} (it was removed during the import; import again)",
-                            l.diff_id, m.digest
-                        ),
-                    });
+                    return Err(Error::not_found(format!(
+                        "layer {} of manifest {} (it was removed during the import; import again)",
+                        l.diff_id, m.digest
+                    )));
                 }
             }
         }
@@ -969,7 +967,7 @@ impl Index {
             |r| r.get(0),
         )?;
         if still_used != 0 {
-            return Err(Error::Corrupt(format!(
+            return Err(Error::corrupt(format!(
                 "pack rewrite left {still_used} references to the old pack; nothing was changed"
             )));
         }
@@ -1181,11 +1179,10 @@ impl Index {
             |r| r.get(0),
         )?;
         if taken {
-            return Err(Error::InvalidInput {
-                source_name: format!("container {:?}", row.name),
-                offset: None,
-                reason: "a container of that name already exists".into(),
-            });
+            return Err(Error::invalid(
+                format!("container {:?}", row.name),
+                "a container of that name already exists",
+            ));
         }
         let inserted = tx.execute(
             "INSERT INTO containers(name, id, image, manifest, created, owners, sharing)
@@ -1202,12 +1199,10 @@ impl Index {
             ],
         )?;
         if inserted != 1 {
-            return Err(Error::NotFound {
-                what: format!(
-                    "manifest {} of image {:?} (it was removed while the container was created)",
-                    row.manifest, row.image
-                ),
-            });
+            return Err(Error::not_found(format!(
+                "manifest {} of image {:?} (it was removed while the container was created)",
+                row.manifest, row.image
+            )));
         }
         tx.commit()?;
         Ok(())
@@ -1347,19 +1342,17 @@ pub(crate) fn insert_put(
             (id, false)
         }
         (None, None) => {
-            return Err(Error::NotFound {
-                what: format!(
-                    "layer {} (it was removed while being put again; put it once more)",
-                    layer.digest
-                ),
-            });
+            return Err(Error::not_found(format!(
+                "layer {} (it was removed while being put again; put it once more)",
+                layer.digest
+            )));
         }
         (None, Some((p, f))) => {
             let recipe_frame = frame_ids
                 .get(p)
                 .and_then(|frames| frames.get(f))
                 .copied()
-                .ok_or_else(|| Error::Corrupt("recipe frame missing from put".into()))?;
+                .ok_or_else(|| Error::corrupt("recipe frame missing from put"))?;
             tx.execute(
                 "INSERT INTO layers(digest, size, recipe_frame, chunk_count, pinned, created)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -1379,7 +1372,7 @@ pub(crate) fn insert_put(
             )?;
             for chunk in &layer.distinct_chunks {
                 if link.execute(params![id, &chunk.0[..]])? != 1 {
-                    return Err(Error::Corrupt(format!(
+                    return Err(Error::corrupt(format!(
                         "chunk {chunk} of new layer {} vanished before commit",
                         layer.digest
                     )));

@@ -178,10 +178,11 @@ impl Tree {
     fn apply_layer(&mut self, reader: &mut dyn Read, layer: &Digest) -> Result<()> {
         let mut touched: HashSet<Vec<u8>> = HashSet::new();
         for_each_entry(reader, layer, |entry, meta| {
-            let refuse = |why: String| Error::InvalidInput {
-                source_name: format!("layer {layer}"),
-                offset: None,
-                reason: format!("entry {:?}: {why}", String::from_utf8_lossy(&meta.path)),
+            let refuse = |why: String| {
+                Error::invalid(
+                    format!("layer {layer}"),
+                    format!("entry {:?}: {why}", String::from_utf8_lossy(&meta.path)),
+                )
             };
             let comps = entry_components(&meta.path).map_err(refuse)?;
             let Some((name, parent_comps)) = comps.split_last() else {

@@ -213,11 +213,7 @@ pub struct DockerArchiveEntry {
 }
 
 fn invalid(context: &str, reason: &str) -> Error {
-    Error::InvalidInput {
-        source_name: context.to_string(),
-        offset: None,
-        reason: reason.to_string(),
-    }
+    Error::invalid(context.to_string(), reason.to_string())
 }
 
 fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8], context: &str) -> Result<T> {
@@ -231,11 +227,11 @@ fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8], context: &str) -> Result<
         ));
     }
     if let Some(offset) = too_deep(bytes, MAX_JSON_DEPTH) {
-        return Err(Error::InvalidInput {
-            source_name: context.to_string(),
-            offset: Some(offset as u64),
-            reason: format!("JSON nests deeper than {MAX_JSON_DEPTH} levels"),
-        });
+        return Err(Error::invalid_at(
+            context.to_string(),
+            offset as u64,
+            format!("JSON nests deeper than {MAX_JSON_DEPTH} levels"),
+        ));
     }
     serde_json::from_slice(bytes).map_err(|e| {
         invalid(

@@ -176,9 +176,7 @@ pub(crate) fn prepare_put<R: Read + Send>(
             free: free_tx,
         };
         let split_result = split_and_store(ctx, source, &session.pending_chunks);
-        let read_result = reader
-            .join()
-            .map_err(|_| Error::Corrupt("input reader thread panicked".into()))?;
+        let read_result = crate::error::join_worker(reader);
         match (read_result, split_result) {
             (Ok(Some(outcome)), Ok(mut stored)) => {
                 finish_prepare(ctx, outcome, &mut stored, session)
@@ -188,7 +186,7 @@ pub(crate) fn prepare_put<R: Read + Send>(
             (Ok(None), Err(e)) | (Ok(Some(_)), Err(e)) => Err(e),
             // Bad input: the reader's error explains why splitting stopped.
             (Err(e), _) => Err(e),
-            (Ok(None), Ok(_)) => Err(Error::Corrupt("input ended without a result".into())),
+            (Ok(None), Ok(_)) => Err(Error::corrupt("input ended without a result")),
         }
     })
 }
@@ -215,15 +213,14 @@ fn read_input<R: Read>(
         if tap.read_failed.load(Ordering::Relaxed) {
             Error::io(format!("reading {name}"), e)
         } else {
-            Error::InvalidInput {
-                source_name: name.to_string(),
-                offset: None,
-                reason: format!(
+            Error::invalid(
+                name.to_string(),
+                format!(
                     "{} data is corrupt or truncated after {} input bytes ({decoded} bytes decompressed): {e}",
                     compression.name(),
                     tap.bytes.load(Ordering::Relaxed)
                 ),
-            }
+            )
         }
     };
     let mut hasher = Sha256::new();
@@ -251,11 +248,11 @@ fn read_input<R: Read>(
         {
             return fail(
                 &tx,
-                Error::InvalidInput {
-                    source_name: name.to_string(),
-                    offset: Some(limit),
-                    reason: format!("uncompressed layer exceeds the size limit of {limit} bytes"),
-                },
+                Error::invalid_at(
+                    name.to_string(),
+                    limit,
+                    format!("uncompressed layer exceeds the size limit of {limit} bytes"),
+                ),
             );
         }
         if let Some(p) = progress {
@@ -368,9 +365,9 @@ fn finish_prepare(
     let recipe = stored
         .recipe
         .take()
-        .ok_or_else(|| Error::Corrupt("recipe taken twice".into()))?;
+        .ok_or_else(|| Error::corrupt("recipe taken twice"))?;
     if recipe.total_len() != read.size {
-        return Err(Error::Corrupt(format!(
+        return Err(Error::corrupt(format!(
             "split {} bytes but read {}",
             recipe.total_len(),
             read.size
@@ -450,7 +447,7 @@ fn compress_frame(
         }
         match slot.as_mut() {
             Some((_, c)) => pack::encode_chunk_frame(chunks, raw, c),
-            None => Err(Error::Corrupt("compressor missing".into())),
+            None => Err(Error::corrupt("compressor missing")),
         }
     })
 }
@@ -537,7 +534,7 @@ impl FrameWriter {
         let (seq, result) = self
             .done_rx
             .recv()
-            .map_err(|_| Error::Corrupt("compression worker vanished".into()))?;
+            .map_err(|_| Error::corrupt("compression worker vanished"))?;
         self.accept(seq, result)
     }
 
@@ -565,7 +562,7 @@ impl FrameWriter {
         let writer = self
             .writer
             .as_mut()
-            .ok_or_else(|| Error::Corrupt("no pack writer".into()))?;
+            .ok_or_else(|| Error::corrupt("no pack writer"))?;
         let offset = writer.append(&header, payload)?;
         let mut chunk_offset = 0u64;
         let chunks = header

@@ -128,13 +128,13 @@ impl<'a> RecipeReader<'a> {
     /// Starts decoding `compressed`; checks the version byte.
     pub fn new(compressed: &'a [u8]) -> Result<Self> {
         let mut decoder = zstd::stream::read::Decoder::new(compressed)
-            .map_err(|e| Error::Corrupt(format!("recipe: {e}")))?;
+            .map_err(|e| Error::corrupt(format!("recipe: {e}")))?;
         let mut version = [0u8; 1];
         decoder
             .read_exact(&mut version)
-            .map_err(|e| Error::Corrupt(format!("recipe: cannot read version: {e}")))?;
+            .map_err(|e| Error::corrupt(format!("recipe: cannot read version: {e}")))?;
         if version[0] != RECIPE_VERSION {
-            return Err(Error::Corrupt(format!(
+            return Err(Error::corrupt(format!(
                 "recipe has version {}, expected {RECIPE_VERSION}",
                 version[0]
             )));
@@ -155,7 +155,7 @@ impl<'a> RecipeReader<'a> {
             return Ok(None);
         };
         let len = head >> 1;
-        let corrupt = |what: &str| Error::Corrupt(format!("recipe: {what}"));
+        let corrupt = |what: &str| Error::corrupt(format!("recipe: {what}"));
         if head & 1 == 0 {
             if len == 0 || len > MAX_INLINE_ENTRY {
                 return Err(corrupt(&format!(
@@ -217,20 +217,20 @@ fn read_varint(r: &mut impl Read) -> Result<Option<u64>> {
         let mut byte = [0u8; 1];
         match r.read(&mut byte) {
             Ok(0) if i == 0 => return Ok(None),
-            Ok(0) => return Err(Error::Corrupt("recipe: truncated entry header".into())),
+            Ok(0) => return Err(Error::corrupt("recipe: truncated entry header")),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::Corrupt(format!("recipe: {e}"))),
+            Err(e) => return Err(Error::corrupt(format!("recipe: {e}"))),
         }
         value |= u64::from(byte[0] & 0x7f)
             .checked_shl(7 * i)
             .filter(|_| i < 9 || byte[0] <= 1)
-            .ok_or_else(|| Error::Corrupt("recipe: entry header overflows".into()))?;
+            .ok_or_else(|| Error::corrupt("recipe: entry header overflows"))?;
         if byte[0] & 0x80 == 0 {
             return Ok(Some(value));
         }
     }
-    Err(Error::Corrupt("recipe: entry header too long".into()))
+    Err(Error::corrupt("recipe: entry header too long"))
 }
 
 #[cfg(test)]

@@ -150,11 +150,10 @@ impl Store {
         config.chunk.validate()?;
         let root = path.as_ref().to_path_buf();
         if root.exists() && !root.is_dir() {
-            return Err(Error::InvalidInput {
-                source_name: root.display().to_string(),
-                offset: None,
-                reason: "store path exists and is not a directory".into(),
-            });
+            return Err(Error::invalid(
+                root.display().to_string(),
+                "store path exists and is not a directory",
+            ));
         }
         fs::create_dir_all(root.join("packs"))
             .context(|| format!("creating store directory {}", root.display()))?;
@@ -185,7 +184,7 @@ impl Store {
             index
                 .meta(key)?
                 .and_then(|v| v.parse().ok())
-                .ok_or_else(|| Error::Corrupt(format!("store setting {key} is missing or invalid")))
+                .ok_or_else(|| Error::corrupt(format!("store setting {key} is missing or invalid")))
         };
         let stored = StoreConfig {
             chunk: ChunkParams {
@@ -397,9 +396,7 @@ impl Store {
         if self.index()?.tag_image(src, dst)? {
             Ok(())
         } else {
-            Err(Error::NotFound {
-                what: format!("image {src:?}"),
-            })
+            Err(Error::not_found(format!("image {src:?}")))
         }
     }
 
@@ -410,9 +407,7 @@ impl Store {
         if self.index()?.remove_image(name)? {
             Ok(())
         } else {
-            Err(Error::NotFound {
-                what: format!("image {name:?}"),
-            })
+            Err(Error::not_found(format!("image {name:?}")))
         }
     }
 
@@ -478,9 +473,7 @@ impl Store {
         if let Some(row) = index.layer_by_alias(digest)? {
             return Ok((row, Some(*digest)));
         }
-        Err(Error::NotFound {
-            what: format!("layer {digest}"),
-        })
+        Err(Error::not_found(format!("layer {digest}")))
     }
 
     /// Writes the uncompressed tar of the layer named by `digest` (its
@@ -570,9 +563,7 @@ impl Store {
         let (row, _) = self.resolve(&index, digest)?;
         summaries(index.list_layers(Some(&row.digest))?)
             .pop()
-            .ok_or_else(|| Error::NotFound {
-                what: format!("layer {digest}"),
-            })
+            .ok_or_else(|| Error::not_found(format!("layer {digest}")))
     }
 
     /// All layers, oldest first.
@@ -618,9 +609,7 @@ impl Store {
         let mut index = self.index()?;
         let (row, _) = self.resolve(&index, digest)?;
         if !index.remove_layer(&row.digest)? {
-            return Err(Error::NotFound {
-                what: format!("layer {digest}"),
-            });
+            return Err(Error::not_found(format!("layer {digest}")));
         }
         Ok(row.digest)
     }
