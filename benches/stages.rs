@@ -42,8 +42,8 @@ use std::time::{Duration, Instant};
 
 use common::datagen;
 use criterion::{Bencher, Criterion, SamplingMode, Throughput};
-use layerstore::chunker::Cdc;
-use layerstore::split::{Piece, Splitter};
+use layerstore::testing::Cdc;
+use layerstore::testing::{Piece, Splitter};
 use layerstore::{ChunkId, ChunkParams, Digest, Store};
 use sha2::Digest as _;
 

@@ -31,10 +31,10 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timesta
 use rustix::io::Errno;
 use serde::Serialize;
 
-use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::pipe::{PipeReader, pipe};
 use crate::store::Store;
+use crate::store::digest::Digest;
+use crate::util::pipe::{PipeReader, pipe};
 
 /// Prefix of a whiteout entry's file name.
 pub(crate) const WHITEOUT_PREFIX: &[u8] = b".wh.";

@@ -35,17 +35,16 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::checkout::{self, CheckoutReport, OPAQUE_MARKER, WHITEOUT_PREFIX};
-use crate::clock::{now, rfc3339};
-use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::image::runnable_manifest;
-use crate::index::{ContainerRow, ManifestLayer, ManifestRecord, NewImport};
 use crate::layertree::{Node, NodeKind, Tree, children, parent_of};
 use crate::oci;
-use crate::pack;
-use crate::pipe::pipe;
 use crate::put::{self, PutOptions, PutSession};
 use crate::store::Store;
+use crate::store::digest::Digest;
+use crate::store::index::{ContainerRow, ManifestLayer, ManifestRecord, NewImport};
+use crate::util::clock::{now, rfc3339};
+use crate::util::pipe::pipe;
 
 /// A container, as listed.
 #[derive(Clone, Debug, Serialize)]
@@ -205,7 +204,7 @@ pub(crate) fn checkout(store: &Store, image: &str, dir: &Path) -> Result<Checkou
 
 /// Does the filesystem holding `dir` clone files (FICLONE)?
 fn reflink_supported(dir: &Path) -> bool {
-    let tag = pack::random_hex(6);
+    let tag = crate::util::fs::random_hex(6);
     let a = dir.join(format!(".reflink-probe-{tag}-a"));
     let b = dir.join(format!(".reflink-probe-{tag}-b"));
     let result = (|| -> io::Result<()> {
@@ -238,7 +237,7 @@ fn ensure_base(
         return Ok(base);
     }
     fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(format!(".tmp-{}", pack::random_hex(8)));
+    let tmp = dir.join(format!(".tmp-{}", crate::util::fs::random_hex(8)));
     let built = checkout::prepare_empty_dir(&tmp)
         .and_then(|()| checkout::apply_layers(store, layers, &tmp, owners).map(|_| ()));
     if let Err(e) = built {
@@ -386,7 +385,7 @@ fn clone_tree(src: &Path, dst: &Path, owners: bool) -> Result<()> {
 
 pub(crate) fn create(store: &Store, image: &str, name: Option<&str>) -> Result<ContainerInfo> {
     let record = runnable_manifest(&store.index()?, image)?;
-    let id = pack::random_hex(8);
+    let id = crate::util::fs::random_hex(8);
     let name = match name {
         Some(n) => {
             check_name(n)?;

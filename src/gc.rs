@@ -18,12 +18,12 @@ use std::fs;
 use memmap2::Mmap;
 use serde::Serialize;
 
-use crate::digest::ChunkId;
 use crate::error::{Error, IoContext, Result};
 use crate::get::read_frame;
-use crate::index::{Index, NewFrame, NewPack, PackUsage};
-use crate::pack::{self, PackWriter};
 use crate::store::Store;
+use crate::store::digest::ChunkId;
+use crate::store::index::{Index, NewFrame, NewPack, PackUsage};
+use crate::store::pack::{self, PackWriter};
 
 /// Options for [`Store::gc`].
 #[derive(Clone, Debug)]
@@ -79,7 +79,7 @@ pub(crate) fn collect_garbage(store: &Store, opts: &GcOptions) -> Result<GcRepor
     let packs_dir = store.packs_dir();
     let collected = index.gc_collect(opts.dry_run)?;
     if !opts.dry_run {
-        crate::fault::point("gc-after-collect");
+        crate::util::fault::point("gc-after-collect");
     }
     let known: HashSet<String> = collected.packs.iter().map(|p| p.name.clone()).collect();
     let mut report = GcReport {
@@ -137,7 +137,7 @@ pub(crate) fn collect_garbage(store: &Store, opts: &GcOptions) -> Result<GcRepor
         }
     }
     if !opts.dry_run {
-        pack::sync_dir(&packs_dir)?;
+        crate::util::fs::sync_dir(&packs_dir)?;
     }
     report.container_dirs_removed = crate::container::collect_garbage(store, opts.dry_run)?;
     report.bytes_after = report.bytes_before.saturating_sub(freed);
@@ -205,7 +205,7 @@ fn rewrite_pack(index: &mut Index, store: &Store, usage: &PackUsage) -> Result<u
         moved.push(row.location.frame_id);
     }
     let finished = writer.finish()?;
-    crate::fault::point("gc-pack-rewritten");
+    crate::util::fault::point("gc-pack-rewritten");
     let new_pack = NewPack {
         name: finished.name.clone(),
         size: finished.size,
@@ -216,7 +216,7 @@ fn rewrite_pack(index: &mut Index, store: &Store, usage: &PackUsage) -> Result<u
         return Err(e);
     }
     drop(map);
-    crate::fault::point("gc-before-unlink");
+    crate::util::fault::point("gc-before-unlink");
     fs::remove_file(&old_path).context(|| format!("removing {}", old_path.display()))?;
     Ok(finished.size)
 }

@@ -20,11 +20,11 @@ use memmap2::Mmap;
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
-use crate::digest::{ChunkId, Digest};
 use crate::error::{Error, IoContext, Result};
-use crate::index::{FrameLocation, Index, LayerRow};
-use crate::pack::{FrameHeader, FrameKind};
-use crate::recipe::{Entry, RecipeReader};
+use crate::store::digest::{ChunkId, Digest};
+use crate::store::index::{FrameLocation, Index, LayerRow};
+use crate::store::pack::{FrameHeader, FrameKind};
+use crate::store::recipe::{Entry, RecipeReader};
 
 /// Output bytes per batch.
 const BATCH_BYTES: usize = 16 << 20;

@@ -17,13 +17,12 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
-use crate::index::{Index, ManifestLayer, ManifestRecord, NewImport};
 use crate::oci::{self, BlobKind, Descriptor};
-use crate::pack;
 use crate::put::{self, PreparedPut, PutContext, PutOptions, PutSession};
 use crate::store::Store;
+use crate::store::digest::Digest;
+use crate::store::index::{Index, ManifestLayer, ManifestRecord, NewImport};
 
 /// Indexes may nest at most this deep.
 const MAX_INDEX_DEPTH: usize = 8;
@@ -775,7 +774,7 @@ pub(crate) fn import(
             index_children,
             names: named.iter().map(|(n, d, _)| (n.clone(), *d)).collect(),
         };
-        crate::fault::point("import-before-commit");
+        crate::util::fault::point("import-before-commit");
         index.commit_import(&commit)?;
     }
     for p in &mut prepared {
@@ -1108,14 +1107,6 @@ impl LayoutWriter<'_> {
     }
 }
 
-fn temp_sibling(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "export".into());
-    path.with_file_name(format!(".{name}.{}.tmp", pack::random_hex(6)))
-}
-
 pub(crate) fn export(
     store: &Store,
     names: &[String],
@@ -1145,7 +1136,7 @@ pub(crate) fn export(
             .ok_or_else(|| Error::not_found(format!("image {name:?}")))?;
         targets.push((name.clone(), digest));
     }
-    let tmp = temp_sibling(out);
+    let tmp = crate::util::fs::temp_sibling(out);
     let result = match format {
         ExportFormat::Oci => export_oci(store, &index, &targets, &tmp),
         ExportFormat::DockerArchive => export_docker(store, &index, &targets, &tmp),
@@ -1237,7 +1228,7 @@ impl TarOut {
     }
 
     fn pad(&mut self, size: u64) -> Result<()> {
-        let pad = crate::tarscan::padding(size) as usize;
+        let pad = crate::store::tarscan::padding(size) as usize;
         self.out
             .write_all(&[0u8; 512][..pad])
             .context(|| format!("writing {}", self.name))

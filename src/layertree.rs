@@ -13,9 +13,9 @@ use crate::checkout::{
     MAX_DEPTH, Whiteout, bad_tar, display, entry_components, for_each_entry, join, whiteout,
     with_ancestors, with_layer,
 };
-use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::store::Store;
+use crate::store::digest::Digest;
 
 /// What is at a path.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -12,37 +12,30 @@
 #![warn(missing_docs)]
 
 pub mod checkout;
-pub mod chunker;
-pub mod clock;
 pub mod container;
-pub mod digest;
-pub mod error;
-pub mod fault;
-pub mod fuzzing;
+mod error;
 pub mod gc;
 mod get;
 pub mod image;
-pub mod index;
 pub mod input;
 mod layertree;
 pub mod oci;
-pub mod pack;
-mod pipe;
 mod put;
-pub mod recipe;
-pub mod split;
-mod store;
-pub mod tarscan;
+pub(crate) mod store;
+#[doc(hidden)]
+pub mod testing;
+mod util;
 pub mod verify;
 
 pub use checkout::CheckoutReport;
-pub use chunker::ChunkParams;
 pub use container::{Change, ChangeKind, CommitReport, ContainerInfo};
-pub use digest::{ChunkId, Digest};
 pub use error::{Error, Result};
 pub use gc::{GcOptions, GcReport};
 pub use image::{ExportFormat, ExportReport, ImageDetails, ImageSummary, ImportReport};
 pub use input::Compression;
 pub use put::{LayerInfo, PutOptions};
+pub use store::chunker::ChunkParams;
+pub use store::digest::{ChunkId, Digest};
 pub use store::{FORMAT_VERSION, GetInfo, LayerSummary, Store, StoreConfig, StoreStats};
+pub use util::clock::rfc3339;
 pub use verify::{Problem, VerifyOptions, VerifyReport};

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use layerstore::{Digest, ExportFormat, GcOptions, PutOptions, Store, VerifyOptions, clock};
+use layerstore::{Digest, ExportFormat, GcOptions, PutOptions, Store, VerifyOptions};
 
 /// A content-addressed, deduplicating store for container image layers.
 #[derive(Parser)]
@@ -837,7 +837,7 @@ fn human(bytes: u64) -> String {
 
 /// Unix seconds as `YYYY-MM-DD HH:MM:SS` UTC.
 fn utc(secs: i64) -> String {
-    clock::rfc3339(secs)
+    layerstore::rfc3339(secs)
         .replacen('T', " ", 1)
         .trim_end_matches('Z')
         .to_string()

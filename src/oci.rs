@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::store::digest::Digest;
 
 /// Largest JSON document (index, manifest, config) accepted.
 pub const MAX_JSON: u64 = 4 << 20;

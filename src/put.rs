@@ -22,14 +22,14 @@ use std::sync::atomic::Ordering;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use sha2::{Digest as _, Sha256};
 
-use crate::chunker::Cdc;
-use crate::digest::{ChunkId, Digest};
 use crate::error::{Error, Result};
-use crate::index::{Index, NewFrame, NewLayer, NewPack};
 use crate::input::{Compression, LayerStream};
-use crate::pack::{self, FinishedPack, FrameHeader, FrameKind, PackWriter};
-use crate::recipe::RecipeWriter;
-use crate::split::{Piece, Splitter};
+use crate::store::chunker::Cdc;
+use crate::store::digest::{ChunkId, Digest};
+use crate::store::index::{Index, NewFrame, NewLayer, NewPack};
+use crate::store::pack::{self, FinishedPack, FrameHeader, FrameKind, PackWriter};
+use crate::store::recipe::RecipeWriter;
+use crate::store::split::{Piece, Splitter};
 
 /// Size of the buffers the reader thread hands to the splitter.
 const READ_BLOCK: usize = 1 << 20;
@@ -136,10 +136,10 @@ pub(crate) fn put_layer<R: Read + Send>(
 ) -> Result<LayerInfo> {
     let mut session = PutSession::default();
     let mut prepared = prepare_put(&ctx, input, opts, &mut session)?;
-    crate::fault::point("put-before-commit");
+    crate::util::fault::point("put-before-commit");
     let added = ctx.index.commit_put(&prepared.packs, &prepared.layer)?;
     prepared.committed();
-    crate::fault::point("put-after-commit");
+    crate::util::fault::point("put-after-commit");
     let mut info = prepared.info.clone();
     info.new_layer = added;
     if !added {

@@ -18,13 +18,13 @@ use memmap2::Mmap;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::digest::{ChunkId, Digest};
 use crate::error::{Error, Result};
 use crate::get::{self, PackSet, read_frame};
-use crate::index::{FrameLocation, Index};
-use crate::pack::{self, FrameHeader, FrameKind};
-use crate::recipe::{Entry, RecipeReader};
 use crate::store::Store;
+use crate::store::digest::{ChunkId, Digest};
+use crate::store::index::{FrameLocation, Index};
+use crate::store::pack::{self, FrameHeader, FrameKind};
+use crate::store::recipe::{Entry, RecipeReader};
 
 /// Options for [`Store::verify`].
 #[derive(Clone, Debug, Default)]

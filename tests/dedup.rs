@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use layerstore::chunker::Cdc;
+use layerstore::testing::Cdc;
 use layerstore::{ChunkParams, Compression, Digest, Store};
 
 /// Number of chunks FastCDC (with the store's default parameters) cuts a

@@ -35,36 +35,36 @@ fn replay(target: &str, run: impl Fn(&[u8])) {
 
 #[test]
 fn split_corpus() {
-    replay("split", layerstore::fuzzing::split);
+    replay("split", layerstore::testing::split);
 }
 
 #[test]
 fn recipe_corpus() {
-    replay("recipe", layerstore::fuzzing::recipe);
+    replay("recipe", layerstore::testing::recipe);
 }
 
 #[test]
 fn pack_frames_corpus() {
-    replay("pack_frames", layerstore::fuzzing::pack_frames);
+    replay("pack_frames", layerstore::testing::pack_frames);
 }
 
 #[test]
 fn decompress_corpus() {
-    replay("decompress", layerstore::fuzzing::decompress);
+    replay("decompress", layerstore::testing::decompress);
 }
 
 #[test]
 fn oci_documents_corpus() {
-    replay("oci_documents", layerstore::fuzzing::oci_documents);
+    replay("oci_documents", layerstore::testing::oci_documents);
 }
 
 #[test]
 fn put_get_corpus() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = layerstore::Store::open(dir.path().join("store")).expect("scratch store");
-    replay("put_get", |data| layerstore::fuzzing::put_get(&store, data));
+    replay("put_get", |data| layerstore::testing::put_get(&store, data));
     // The same inputs again: everything is already stored, nothing is added.
     let before = store.stats().expect("stats").pack_bytes;
-    replay("put_get", |data| layerstore::fuzzing::put_get(&store, data));
+    replay("put_get", |data| layerstore::testing::put_get(&store, data));
     assert_eq!(store.stats().expect("stats").pack_bytes, before);
 }

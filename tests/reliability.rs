@@ -12,7 +12,7 @@
 //!   0-150 ms (seeded xorshift; three times in four the delay is drawn
 //!   below the operation's observed run time, since most take only tens
 //!   of milliseconds), plus runs that abort at every `LAYERSTORE_CRASH_AT`
-//!   point (each point of `layerstore::fault::POINTS`, on every write path
+//!   point (each point of `layerstore::testing::CRASH_POINTS`, on every write path
 //!   that reaches it). After every interruption: quick `verify` has no
 //!   problems, acknowledged layers (pinned) and images are listed, and 3
 //!   acknowledged layers picked at random get byte-exact. At the end:
@@ -513,7 +513,7 @@ fn kill_harness() {
     let soak = soak();
     let seed = seed();
     eprintln!("kill_harness: seed {seed} (LAYERSTORE_SEED), soak {soak} (LAYERSTORE_SOAK)");
-    for p in layerstore::fault::POINTS {
+    for p in layerstore::testing::CRASH_POINTS {
         assert!(
             CRASH_SCHEDULE.iter().any(|(_, q)| q == p),
             "crash point {p} of src/fault.rs is not in CRASH_SCHEDULE"

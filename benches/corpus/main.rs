@@ -28,8 +28,8 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use layerstore::chunker::Cdc;
-use layerstore::split::{Piece, Splitter};
+use layerstore::testing::Cdc;
+use layerstore::testing::{Piece, Splitter};
 use layerstore::{ChunkParams, Store, StoreConfig};
 
 fn corpus_dir() -> PathBuf {

@@ -1,8 +1,8 @@
 #![no_main]
-//! Fuzz target: see `layerstore::fuzzing::decompress` for the property checked.
+//! Fuzz target: see `layerstore::testing::decompress` for the property checked.
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    layerstore::fuzzing::decompress(data);
+    layerstore::testing::decompress(data);
 });

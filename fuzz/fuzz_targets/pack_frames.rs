@@ -1,8 +1,8 @@
 #![no_main]
-//! Fuzz target: see `layerstore::fuzzing::pack_frames` for the property checked.
+//! Fuzz target: see `layerstore::testing::pack_frames` for the property checked.
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    layerstore::fuzzing::pack_frames(data);
+    layerstore::testing::pack_frames(data);
 });

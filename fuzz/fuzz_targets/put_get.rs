@@ -1,6 +1,6 @@
 #![no_main]
 //! Fuzz target: put then get on one scratch store shared by all runs of
-//! this process; see `layerstore::fuzzing::put_get`.
+//! this process; see `layerstore::testing::put_get`.
 
 use std::sync::OnceLock;
 
@@ -14,5 +14,5 @@ fuzz_target!(|data: &[u8]| {
         let store = layerstore::Store::open(dir.path().join("store")).expect("scratch store");
         (dir, store)
     });
-    layerstore::fuzzing::put_get(store, data);
+    layerstore::testing::put_get(store, data);
 });

@@ -20,8 +20,8 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::digest::{ChunkId, Digest};
 use crate::error::{Error, IoContext, Result};
+use crate::store::digest::{ChunkId, Digest};
 
 /// Pack file magic.
 pub const PACK_MAGIC: &[u8; 8] = b"LSPACK\0\0";
@@ -342,7 +342,7 @@ pub struct FinishedPack {
 impl PackWriter {
     /// Creates `packs/<random>.pack.tmp` in `dir`.
     pub fn create(dir: &Path) -> Result<Self> {
-        let name = format!("{}.pack", random_hex(16));
+        let name = format!("{}.pack", crate::util::fs::random_hex(16));
         let tmp_path = dir.join(format!("{name}.tmp"));
         let file = fs::OpenOptions::new()
             .write(true)
@@ -366,19 +366,9 @@ impl PackWriter {
         })
     }
 
-    /// Final file name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Bytes written so far.
     pub fn len(&self) -> u64 {
         self.len
-    }
-
-    /// True when no frame has been written.
-    pub fn is_empty(&self) -> bool {
-        self.len == PACK_HEADER_LEN
     }
 
     /// Appends a frame; returns its offset.
@@ -408,17 +398,17 @@ impl PackWriter {
                 e.into_error(),
             )
         })?;
-        crate::fault::point("pack-written");
+        crate::util::fault::point("pack-written");
         file.sync_all()
             .context(|| format!("syncing pack {}", self.tmp_path.display()))?;
-        crate::fault::point("pack-synced");
+        crate::util::fault::point("pack-synced");
         drop(file);
         let final_path = self.dir.join(&self.name);
         fs::rename(&self.tmp_path, &final_path)
             .context(|| format!("renaming pack to {}", final_path.display()))?;
         self.renamed = true;
-        sync_dir(&self.dir)?;
-        crate::fault::point("pack-renamed");
+        crate::util::fs::sync_dir(&self.dir)?;
+        crate::util::fault::point("pack-renamed");
         Ok(FinishedPack {
             name: self.name.clone(),
             size: self.len,
@@ -432,31 +422,6 @@ impl Drop for PackWriter {
             let _ = fs::remove_file(&self.tmp_path);
         }
     }
-}
-
-/// fsyncs a directory so a rename or unlink in it is durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .context(|| format!("syncing directory {}", dir.display()))
-}
-
-/// `n` random bytes as hex.
-pub fn random_hex(n: usize) -> String {
-    let mut bytes = vec![0u8; n];
-    if getrandom::fill(&mut bytes).is_err() {
-        // No OS randomness: fall back to time and pid, still unique enough
-        // for file names that are created with create_new.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let seed = blake3::hash(format!("{nanos}-{}", std::process::id()).as_bytes());
-        for (i, b) in bytes.iter_mut().enumerate() {
-            *b = seed.as_bytes()[i % 32];
-        }
-    }
-    crate::digest::hex(&bytes)
 }
 
 #[cfg(test)]

@@ -12,8 +12,8 @@
 
 use std::io::{self, Read};
 
-use crate::chunker::Cdc;
-use crate::tarscan::{self, BLOCK};
+use crate::store::chunker::Cdc;
+use crate::store::tarscan::{self, BLOCK};
 
 /// One piece of a layer.
 #[derive(Debug, PartialEq, Eq)]

@@ -1,13 +1,19 @@
-//! Entry points for the fuzz targets under `fuzz/`, one per parser of
-//! outside data. They live in the library so that `tests/fuzz_corpus.rs`
-//! replays the committed seed corpus and every past crash input in a plain
-//! `cargo test`. Each function must return normally for any input: a
-//! panic is a bug (the properties below are asserted).
+//! Hooks for the crate's own tests, benchmarks and fuzz targets; not part
+//! of the supported API (hidden from the docs, may change at any time).
+//!
+//! The fuzz entry points, one per parser of outside data, live in the
+//! library so that `tests/fuzz_corpus.rs` replays the committed seed corpus
+//! and every past crash input in a plain `cargo test`. Each must return
+//! normally for any input: a panic is a bug (the properties below are
+//! asserted).
 
 use std::io::Read;
 
-use crate::chunker::{Cdc, ChunkParams};
-use crate::split::{Piece, Splitter};
+use crate::store::chunker::ChunkParams;
+
+pub use crate::store::chunker::Cdc;
+pub use crate::store::split::{Piece, Splitter};
+pub use crate::util::fault::POINTS as CRASH_POINTS;
 
 /// Splitting: the pieces always concatenate back to the input, and no
 /// chunk exceeds the maximum size.
@@ -38,7 +44,7 @@ pub fn split(data: &[u8]) {
 
 /// Recipe decoding: any bytes decode to entries or an error.
 pub fn recipe(data: &[u8]) {
-    if let Ok(reader) = crate::recipe::RecipeReader::new(data) {
+    if let Ok(reader) = crate::store::recipe::RecipeReader::new(data) {
         for entry in reader.take(100_000) {
             if entry.is_err() {
                 break;
@@ -49,7 +55,7 @@ pub fn recipe(data: &[u8]) {
 
 /// Pack scanning and frame decoding.
 pub fn pack_frames(data: &[u8]) {
-    for item in crate::pack::scan_frames(data).take(10_000) {
+    for item in crate::store::pack::scan_frames(data).take(10_000) {
         let Ok((offset, header)) = item else { break };
         let start = (offset + header.header_len()) as usize;
         let end = (offset + header.total_len()) as usize;

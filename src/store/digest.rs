@@ -10,6 +10,7 @@ use std::str::FromStr;
 use sha2::Digest as _;
 
 use crate::error::{Error, Result};
+use crate::util::hex;
 
 /// A sha256 content digest, printed as `sha256:<64 lowercase hex>`.
 ///
@@ -122,17 +123,6 @@ impl fmt::Debug for ChunkId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
     }
-}
-
-/// Lowercase hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[(b >> 4) as usize] as char);
-        out.push(DIGITS[(b & 15) as usize] as char);
-    }
-    out
 }
 
 fn parse_hex32(s: &str) -> Option<[u8; 32]> {

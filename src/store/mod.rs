@@ -13,22 +13,29 @@
 //! A `Store` value is cheap and thread-safe: each operation opens its own
 //! index connection, so threads and processes may share one store.
 
+pub(crate) mod chunker;
+pub(crate) mod digest;
+pub(crate) mod index;
+pub(crate) mod pack;
+pub(crate) mod recipe;
+pub(crate) mod split;
+pub(crate) mod tarscan;
+
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::checkout::CheckoutReport;
-use crate::chunker::{Cdc, ChunkParams};
 use crate::container::{self, Change, CommitReport, ContainerInfo};
-use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::gc::{self, GcOptions, GcReport};
 use crate::get;
 use crate::image::{self, ExportFormat, ExportReport, ImageDetails, ImageSummary, ImportReport};
-use crate::index::{Index, LayerListing, LayerRow};
 use crate::oci;
-use crate::pack;
 use crate::put::{self, LayerInfo, PutContext, PutOptions};
+use crate::store::chunker::{Cdc, ChunkParams};
+use crate::store::digest::Digest;
+use crate::store::index::{Index, LayerListing, LayerRow};
 use crate::verify::{self, VerifyOptions, VerifyReport};
 
 /// On-disk format version of a store (index schema, pack and recipe formats).
@@ -107,6 +114,8 @@ pub struct StoreStats {
     pub packs: u64,
     /// Compressed-blob aliases.
     pub aliases: u64,
+    /// Image names.
+    pub images: u64,
     /// `logical_bytes / stored_bytes` (0 for an empty store).
     pub dedup_ratio: f64,
 }
@@ -529,15 +538,7 @@ impl Store {
         progress: Option<&(dyn Fn(u64) + Sync)>,
     ) -> Result<GetInfo> {
         let path = path.as_ref();
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "layer".into());
-        let tmp = dir.join(format!(".{file_name}.{}.tmp", pack::random_hex(6)));
+        let tmp = crate::util::fs::temp_sibling(path);
         let result = (|| {
             let file = fs::OpenOptions::new()
                 .write(true)
@@ -632,10 +633,10 @@ impl Store {
     /// ```
     pub fn stats(&self) -> Result<StoreStats> {
         let s = self.index()?.stats()?;
-        let pack_bytes = dir_size(&self.packs_dir(), &[])?;
+        let pack_bytes = crate::util::fs::dir_size(&self.packs_dir(), &[])?;
         // Container root filesystems are the user's files, not stored data.
-        let stored_bytes =
-            pack_bytes + dir_size(&self.root, &["packs", "containers", "checkouts"])?;
+        let stored_bytes = pack_bytes
+            + crate::util::fs::dir_size(&self.root, &["packs", "containers", "checkouts"])?;
         Ok(StoreStats {
             layers: s.layers,
             logical_bytes: s.logical_bytes,
@@ -645,6 +646,7 @@ impl Store {
             unique_chunk_bytes: s.unique_chunk_bytes,
             packs: s.packs,
             aliases: s.aliases,
+            images: s.images,
             dedup_ratio: if stored_bytes == 0 {
                 0.0
             } else {
@@ -667,35 +669,4 @@ fn summaries(listing: Vec<LayerListing>) -> Vec<LayerSummary> {
             compressed_digests: l.aliases,
         })
         .collect()
-}
-
-/// Bytes of regular files under `dir`, recursively.
-/// Bytes of the files under `dir`, leaving out its entries named in `skip`.
-fn dir_size(dir: &Path, skip: &[&str]) -> Result<u64> {
-    let mut total = 0;
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        // Absent (not created yet) or removed while we walk: holds nothing.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
-    };
-    for entry in entries {
-        let entry = entry.context(|| format!("listing {}", dir.display()))?;
-        if skip.iter().any(|name| entry.file_name() == **name) {
-            continue;
-        }
-        // Other processes create and remove files (the index's WAL and
-        // shared-memory files, temporary packs) while we sum.
-        let meta = match entry.metadata() {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(format!("reading {}", entry.path().display()), e)),
-        };
-        if meta.is_dir() {
-            total += dir_size(&entry.path(), &[])?;
-        } else if meta.is_file() {
-            total += meta.len();
-        }
-    }
-    Ok(total)
 }

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
-use crate::clock::now;
-use crate::digest::{ChunkId, Digest};
 use crate::error::{Error, Result};
+use crate::store::digest::{ChunkId, Digest};
+use crate::util::clock::now;
 
 /// Index schema version written by this build.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -309,8 +309,6 @@ pub struct GcCollect {
 pub struct FrameRow {
     /// Where it is.
     pub location: FrameLocation,
-    /// Uncompressed payload length.
-    pub raw_len: u64,
     /// 1 chunks, 2 recipe.
     pub kind: u8,
 }
@@ -362,8 +360,6 @@ pub struct IndexStats {
     pub unique_chunk_bytes: u64,
     /// Packs.
     pub packs: u64,
-    /// Sum of pack sizes as recorded.
-    pub pack_bytes: u64,
     /// Compressed-blob aliases.
     pub aliases: u64,
     /// Image names.
@@ -601,14 +597,6 @@ impl Index {
         let (_, added) = insert_put(&tx, packs, layer, true)?;
         tx.commit()?;
         Ok(added)
-    }
-
-    /// Pins an existing layer (a repeated put). Returns false if it is gone.
-    pub fn pin_layer(&mut self, digest: &Digest) -> Result<bool> {
-        Ok(self.conn.execute(
-            "UPDATE layers SET pinned = 1 WHERE digest = ?1",
-            [digest.to_string()],
-        )? == 1)
     }
 
     /// Unpins a layer. A layer no image uses is forgotten with its aliases
@@ -881,7 +869,7 @@ impl Index {
     /// A pack's frames in file order.
     pub fn pack_frames(&self, pack_id: i64) -> Result<Vec<FrameRow>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT f.id, p.name, f.offset, f.total_len, f.raw_len, f.kind
+            "SELECT f.id, p.name, f.offset, f.total_len, f.kind
              FROM frames f JOIN packs p ON p.id = f.pack WHERE f.pack = ?1 ORDER BY f.offset",
         )?;
         let rows = stmt.query_map([pack_id], |r| {
@@ -892,8 +880,7 @@ impl Index {
                     offset: r.get(2)?,
                     total_len: r.get(3)?,
                 },
-                raw_len: r.get(4)?,
-                kind: r.get(5)?,
+                kind: r.get(4)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -1264,7 +1251,6 @@ impl Index {
                (SELECT COUNT(*) FROM chunks),
                (SELECT COALESCE(SUM(len), 0) FROM chunks),
                (SELECT COUNT(*) FROM packs),
-               (SELECT COALESCE(SUM(size), 0) FROM packs),
                (SELECT COUNT(*) FROM aliases),
                (SELECT COUNT(*) FROM images)",
             [],
@@ -1275,9 +1261,8 @@ impl Index {
                     chunks: r.get(2)?,
                     unique_chunk_bytes: r.get(3)?,
                     packs: r.get(4)?,
-                    pack_bytes: r.get(5)?,
-                    aliases: r.get(6)?,
-                    images: r.get(7)?,
+                    aliases: r.get(5)?,
+                    images: r.get(6)?,
                 })
             },
         )?)

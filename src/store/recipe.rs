@@ -10,8 +10,8 @@
 
 use std::io::{self, Read, Write};
 
-use crate::digest::ChunkId;
 use crate::error::{Error, Result};
+use crate::store::digest::ChunkId;
 
 /// Recipe encoding version written by this build.
 pub const RECIPE_VERSION: u8 = 1;

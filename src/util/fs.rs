@@ -1,0 +1,73 @@
+//! Small filesystem helpers shared by every layer of the crate: durable
+//! directory entries, unique temporary names beside a target, random hex
+//! and directory sizes. Nothing here knows what a store is.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+
+/// fsyncs a directory so a rename or unlink in it is durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .context(|| format!("syncing directory {}", dir.display()))
+}
+
+/// `n` random bytes as hex.
+pub(crate) fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness: fall back to time and pid, still unique enough
+        // for file names that are created with create_new.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let seed = blake3::hash(format!("{nanos}-{}", std::process::id()).as_bytes());
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = seed.as_bytes()[i % 32];
+        }
+    }
+    crate::util::hex(&bytes)
+}
+
+/// A fresh hidden name beside `path` (`.NAME.<random>.tmp` in the same
+/// directory), so that writing there and renaming onto `path` is atomic.
+pub(crate) fn temp_sibling(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    path.with_file_name(format!(".{name}.{}.tmp", random_hex(6)))
+}
+
+/// Bytes of the files under `dir`, leaving out its entries named in `skip`.
+pub(crate) fn dir_size(dir: &Path, skip: &[&str]) -> Result<u64> {
+    let mut total = 0;
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        // Absent (not created yet) or removed while we walk: holds nothing.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+    };
+    for entry in entries {
+        let entry = entry.context(|| format!("listing {}", dir.display()))?;
+        if skip.iter().any(|name| entry.file_name() == **name) {
+            continue;
+        }
+        // Other processes create and remove files (the index's WAL and
+        // shared-memory files, temporary packs) while we sum.
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(format!("reading {}", entry.path().display()), e)),
+        };
+        if meta.is_dir() {
+            total += dir_size(&entry.path(), &[])?;
+        } else if meta.is_file() {
+            total += meta.len();
+        }
+    }
+    Ok(total)
+}
