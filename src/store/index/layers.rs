@@ -1,0 +1,381 @@
+//! Index rows for packs, frames, chunks, layers and aliases: what a put
+//! commits and what get, ls and rm read.
+
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use super::{Index, digest_from_sql};
+use crate::error::{Error, Result};
+use crate::store::digest::{ChunkId, Digest};
+use crate::util::clock::now;
+
+/// Where a frame is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrameLocation {
+    /// Frame row id.
+    pub frame_id: i64,
+    /// Pack file name under `packs/`.
+    pub pack: String,
+    /// Offset of the frame in the pack.
+    pub offset: u64,
+    /// Header plus payload length.
+    pub total_len: u64,
+}
+
+/// Where a chunk is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkLocation {
+    /// The frame holding it.
+    pub frame: FrameLocation,
+    /// Offset within the frame's uncompressed payload.
+    pub offset: u64,
+    /// Chunk length.
+    pub len: u32,
+}
+
+/// A layer row.
+#[derive(Clone, Debug)]
+pub struct LayerRow {
+    /// Row id.
+    pub id: i64,
+    /// DiffID.
+    pub digest: Digest,
+    /// Uncompressed size.
+    pub size: u64,
+    /// The recipe frame.
+    pub recipe: FrameLocation,
+    /// Chunk references in the recipe.
+    pub chunk_count: u64,
+    /// Put directly and not removed.
+    pub pinned: bool,
+    /// Unix seconds.
+    pub created: i64,
+}
+
+/// Listing row for `ls`.
+#[derive(Clone, Debug)]
+pub struct LayerListing {
+    /// The layer.
+    pub row: LayerRow,
+    /// Bytes of packs attributable to this layer, shared chunks split evenly.
+    pub stored_share: f64,
+    /// Compressed digests recorded for it.
+    pub aliases: Vec<Digest>,
+}
+
+/// A frame written by a put, for [`Index::commit_put`].
+#[derive(Clone, Debug)]
+pub struct NewFrame {
+    /// Offset in its pack.
+    pub offset: u64,
+    /// Header plus payload length.
+    pub total_len: u64,
+    /// Uncompressed payload length.
+    pub raw_len: u64,
+    /// Payload bytes on disk.
+    pub stored_len: u64,
+    /// 1 = chunks, 2 = recipe.
+    pub kind: u8,
+    /// Chunks: id, offset in payload, length.
+    pub chunks: Vec<(ChunkId, u64, u32)>,
+}
+
+/// A pack written by a put.
+#[derive(Clone, Debug)]
+pub struct NewPack {
+    /// File name.
+    pub name: String,
+    /// Size.
+    pub size: u64,
+    /// Its frames.
+    pub frames: Vec<NewFrame>,
+}
+
+/// The layer a put adds.
+#[derive(Clone, Debug)]
+pub struct NewLayer {
+    /// DiffID.
+    pub digest: Digest,
+    /// Uncompressed size.
+    pub size: u64,
+    /// (pack index, frame index) of the recipe frame in the `NewPack` list;
+    /// None when the layer was already stored.
+    pub recipe_frame: Option<(usize, usize)>,
+    /// Chunk references in the recipe.
+    pub chunk_count: u64,
+    /// Distinct chunks the layer uses.
+    pub distinct_chunks: Vec<ChunkId>,
+    /// Compressed blob digest, media type and size, if the input was compressed.
+    pub alias: Option<(Digest, String, u64)>,
+}
+
+impl Index {
+    /// Where a chunk is stored, if it is.
+    pub fn chunk_location(&self, id: &ChunkId) -> Result<Option<ChunkLocation>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT f.id, p.name, f.offset, f.total_len, c.offset, c.len
+             FROM chunks c JOIN frames f ON f.id = c.frame JOIN packs p ON p.id = f.pack
+             WHERE c.hash = ?1",
+        )?;
+        Ok(stmt
+            .query_row([&id.0[..]], |r| {
+                Ok(ChunkLocation {
+                    frame: FrameLocation {
+                        frame_id: r.get(0)?,
+                        pack: r.get(1)?,
+                        offset: r.get(2)?,
+                        total_len: r.get(3)?,
+                    },
+                    offset: r.get(4)?,
+                    len: r.get(5)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// Is the chunk stored?
+    pub fn has_chunk(&self, id: &ChunkId) -> Result<bool> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT EXISTS(SELECT 1 FROM chunks WHERE hash = ?1)")?;
+        Ok(stmt.query_row([&id.0[..]], |r| r.get(0))?)
+    }
+
+    const LAYER_SELECT: &'static str = "l.id, l.digest, l.size, l.chunk_count, l.pinned, l.created,
+         f.id, p.name, f.offset, f.total_len";
+    const LAYER_FROM: &'static str =
+        "FROM layers l JOIN frames f ON f.id = l.recipe_frame JOIN packs p ON p.id = f.pack";
+
+    fn layer_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LayerRow> {
+        Ok(LayerRow {
+            id: r.get(0)?,
+            digest: digest_from_sql(r.get(1)?)?,
+            size: r.get(2)?,
+            chunk_count: r.get(3)?,
+            pinned: r.get(4)?,
+            created: r.get(5)?,
+            recipe: FrameLocation {
+                frame_id: r.get(6)?,
+                pack: r.get(7)?,
+                offset: r.get(8)?,
+                total_len: r.get(9)?,
+            },
+        })
+    }
+
+    /// A layer by DiffID.
+    pub fn layer(&self, digest: &Digest) -> Result<Option<LayerRow>> {
+        let sql = format!(
+            "SELECT {} {} WHERE l.digest = ?1",
+            Self::LAYER_SELECT,
+            Self::LAYER_FROM
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        Ok(stmt
+            .query_row([digest.to_string()], Self::layer_from_row)
+            .optional()?)
+    }
+
+    /// A layer by the digest of a compressed blob recorded as its alias.
+    pub fn layer_by_alias(&self, digest: &Digest) -> Result<Option<LayerRow>> {
+        let sql = format!(
+            "SELECT {} {} JOIN aliases a ON a.layer = l.id WHERE a.digest = ?1",
+            Self::LAYER_SELECT,
+            Self::LAYER_FROM
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        Ok(stmt
+            .query_row([digest.to_string()], Self::layer_from_row)
+            .optional()?)
+    }
+
+    /// Layers with their stored share, oldest first: all of them, or only
+    /// the one with DiffID `only`.
+    pub fn list_layers(&self, only: Option<&Digest>) -> Result<Vec<LayerListing>> {
+        let sql = format!(
+            "SELECT {},
+               f.total_len + COALESCE((
+                 SELECT SUM(CAST(cf.stored_len AS REAL) * c.len / cf.raw_len
+                            / (SELECT COUNT(*) FROM layer_chunks x WHERE x.chunk = c.id))
+                 FROM layer_chunks lc JOIN chunks c ON c.id = lc.chunk
+                      JOIN frames cf ON cf.id = c.frame
+                 WHERE lc.layer = l.id), 0)
+             {} WHERE ?1 IS NULL OR l.digest = ?1
+             ORDER BY l.created, l.id",
+            Self::LAYER_SELECT,
+            Self::LAYER_FROM
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map([only.map(|d| d.to_string())], |r| {
+            Ok((Self::layer_from_row(r)?, r.get::<_, f64>(10)?))
+        })?;
+        let mut alias_stmt = self
+            .conn
+            .prepare_cached("SELECT digest FROM aliases WHERE layer = ?1 ORDER BY digest")?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (row, stored_share) = row?;
+            let aliases = alias_stmt
+                .query_map([row.id], |r| digest_from_sql(r.get(0)?))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            out.push(LayerListing {
+                row,
+                stored_share,
+                aliases,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records a put in one transaction: packs, frames, chunks, the layer
+    /// (pinned) and its alias. Returns true if the layer is new. A layer
+    /// that already exists is pinned again; `recipe_frame` may then be None.
+    pub fn commit_put(&mut self, packs: &[NewPack], layer: &NewLayer) -> Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (_, added) = insert_put(&tx, packs, layer, true)?;
+        tx.commit()?;
+        Ok(added)
+    }
+
+    /// Unpins a layer. A layer no image uses is forgotten with its aliases
+    /// (its chunks stay until gc); one that images use stays for them.
+    /// Returns false if no such layer.
+    pub fn remove_layer(&mut self, digest: &Digest) -> Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let id: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM layers WHERE digest = ?1",
+                [digest.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(id) = id else {
+            return Ok(false);
+        };
+        let in_image: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM manifest_layers WHERE layer = ?1)",
+            [id],
+            |r| r.get(0),
+        )?;
+        if in_image {
+            // Images still use it: it only stops being a root of its own.
+            tx.execute("UPDATE layers SET pinned = 0 WHERE id = ?1", [id])?;
+            tx.commit()?;
+            return Ok(true);
+        }
+        tx.execute("DELETE FROM aliases WHERE layer = ?1", [id])?;
+        tx.execute("DELETE FROM layer_chunks WHERE layer = ?1", [id])?;
+        tx.execute("DELETE FROM layers WHERE id = ?1", [id])?;
+        tx.commit()?;
+        Ok(true)
+    }
+}
+
+/// Inserts one put's packs, frames, chunks, layer and alias inside `tx`.
+/// `pin` marks the layer as put directly (a root for gc). Returns the
+/// layer's row id and whether it is new.
+pub(super) fn insert_put(
+    tx: &rusqlite::Transaction<'_>,
+    packs: &[NewPack],
+    layer: &NewLayer,
+    pin: bool,
+) -> Result<(i64, bool)> {
+    let created = now();
+    let mut frame_ids: Vec<Vec<i64>> = Vec::with_capacity(packs.len());
+    {
+        let mut insert_pack =
+            tx.prepare_cached("INSERT INTO packs(name, size, created) VALUES (?1, ?2, ?3)")?;
+        let mut insert_frame = tx.prepare_cached(
+            "INSERT INTO frames(pack, offset, total_len, raw_len, stored_len, kind)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut insert_chunk = tx.prepare_cached(
+            "INSERT OR IGNORE INTO chunks(hash, frame, offset, len) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for pack in packs {
+            insert_pack.execute(params![pack.name, pack.size, created])?;
+            let pack_id = tx.last_insert_rowid();
+            let mut ids = Vec::with_capacity(pack.frames.len());
+            for frame in &pack.frames {
+                insert_frame.execute(params![
+                    pack_id,
+                    frame.offset,
+                    frame.total_len,
+                    frame.raw_len,
+                    frame.stored_len,
+                    frame.kind
+                ])?;
+                let frame_id = tx.last_insert_rowid();
+                ids.push(frame_id);
+                for (id, offset, len) in &frame.chunks {
+                    insert_chunk.execute(params![&id.0[..], frame_id, offset, len])?;
+                }
+            }
+            frame_ids.push(ids);
+        }
+    }
+    let existing: Option<i64> = tx
+        .query_row(
+            "SELECT id FROM layers WHERE digest = ?1",
+            [layer.digest.to_string()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let (layer_id, added) = match (existing, layer.recipe_frame) {
+        (Some(id), _) => {
+            if pin {
+                tx.execute("UPDATE layers SET pinned = 1 WHERE id = ?1", [id])?;
+            }
+            (id, false)
+        }
+        (None, None) => {
+            return Err(Error::not_found(format!(
+                "layer {} (it was removed while being put again; put it once more)",
+                layer.digest
+            )));
+        }
+        (None, Some((p, f))) => {
+            let recipe_frame = frame_ids
+                .get(p)
+                .and_then(|frames| frames.get(f))
+                .copied()
+                .ok_or_else(|| Error::corrupt("recipe frame missing from put"))?;
+            tx.execute(
+                "INSERT INTO layers(digest, size, recipe_frame, chunk_count, pinned, created)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    layer.digest.to_string(),
+                    layer.size,
+                    recipe_frame,
+                    layer.chunk_count,
+                    pin,
+                    created
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            let mut link = tx.prepare_cached(
+                "INSERT OR IGNORE INTO layer_chunks(layer, chunk)
+                 SELECT ?1, id FROM chunks WHERE hash = ?2",
+            )?;
+            for chunk in &layer.distinct_chunks {
+                if link.execute(params![id, &chunk.0[..]])? != 1 {
+                    return Err(Error::corrupt(format!(
+                        "chunk {chunk} of new layer {} vanished before commit",
+                        layer.digest
+                    )));
+                }
+            }
+            (id, true)
+        }
+    };
+    if let Some((digest, media_type, size)) = &layer.alias {
+        tx.execute(
+            "INSERT OR REPLACE INTO aliases(digest, layer, media_type, size) VALUES (?1, ?2, ?3, ?4)",
+            params![digest.to_string(), layer_id, media_type, size],
+        )?;
+    }
+    Ok((layer_id, added))
+}

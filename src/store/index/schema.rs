@@ -1,0 +1,130 @@
+//! The index's SQL schema, its version and the migrations between
+//! versions. Bumping `SCHEMA_VERSION` obliges a migration here (or a clear
+//! refusal in `Index::open`) and an entry in docs/FORMAT.md.
+
+/// Index schema version written by this build.
+pub const SCHEMA_VERSION: u32 = 2;
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE packs(
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    created INTEGER NOT NULL
+);
+CREATE TABLE frames(
+    id INTEGER PRIMARY KEY,
+    pack INTEGER NOT NULL REFERENCES packs(id),
+    offset INTEGER NOT NULL,
+    total_len INTEGER NOT NULL,
+    raw_len INTEGER NOT NULL,
+    stored_len INTEGER NOT NULL,
+    kind INTEGER NOT NULL
+);
+CREATE INDEX frames_by_pack ON frames(pack);
+CREATE TABLE chunks(
+    id INTEGER PRIMARY KEY,
+    hash BLOB NOT NULL UNIQUE,
+    frame INTEGER NOT NULL REFERENCES frames(id),
+    offset INTEGER NOT NULL,
+    len INTEGER NOT NULL
+);
+CREATE INDEX chunks_by_frame ON chunks(frame);
+CREATE TABLE layers(
+    id INTEGER PRIMARY KEY,
+    digest TEXT NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    recipe_frame INTEGER NOT NULL REFERENCES frames(id),
+    chunk_count INTEGER NOT NULL,
+    pinned INTEGER NOT NULL,
+    created INTEGER NOT NULL
+);
+CREATE TABLE layer_chunks(
+    layer INTEGER NOT NULL,
+    chunk INTEGER NOT NULL,
+    PRIMARY KEY(layer, chunk)
+) WITHOUT ROWID;
+CREATE INDEX layer_chunks_by_chunk ON layer_chunks(chunk);
+CREATE TABLE aliases(
+    digest TEXT PRIMARY KEY,
+    layer INTEGER NOT NULL REFERENCES layers(id),
+    media_type TEXT NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE TABLE blobs(
+    digest TEXT PRIMARY KEY,
+    media_type TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE manifests(
+    digest TEXT PRIMARY KEY,
+    config TEXT NOT NULL,
+    platform TEXT
+);
+CREATE TABLE manifest_layers(
+    manifest TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    layer INTEGER NOT NULL REFERENCES layers(id),
+    media_type TEXT NOT NULL,
+    blob_digest TEXT NOT NULL,
+    blob_size INTEGER NOT NULL,
+    PRIMARY KEY(manifest, position)
+) WITHOUT ROWID;
+CREATE INDEX manifest_layers_by_layer ON manifest_layers(layer);
+CREATE TABLE index_children(
+    parent TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    child TEXT NOT NULL,
+    PRIMARY KEY(parent, position)
+) WITHOUT ROWID;
+CREATE TABLE images(
+    name TEXT PRIMARY KEY,
+    target TEXT NOT NULL,
+    created INTEGER NOT NULL
+);
+";
+
+/// Schema version 2: containers. Applied to new databases after `SCHEMA`,
+/// and to version-1 databases by the migration in [`Index::open`], inside
+/// the transaction that sets `user_version`.
+pub(super) const MIGRATE_V2: &str = "
+CREATE TABLE containers(
+    name TEXT PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    image TEXT NOT NULL,
+    manifest TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    owners INTEGER NOT NULL,
+    sharing TEXT NOT NULL
+);
+CREATE INDEX containers_by_manifest ON containers(manifest);
+";
+
+/// Deletes what no image name or container reaches any more: manifests, index entries,
+/// verbatim blobs, and layers that are neither pinned nor in a manifest.
+/// Chunks stay (gc reclaims them).
+pub(super) const CLEANUP_UNREFERENCED: &str = "
+WITH RECURSIVE live(d) AS (
+    SELECT target FROM images UNION SELECT manifest FROM containers
+    UNION SELECT c.child FROM index_children c JOIN live ON c.parent = live.d)
+DELETE FROM manifests WHERE digest NOT IN (SELECT d FROM live);
+DELETE FROM manifest_layers WHERE manifest NOT IN (SELECT digest FROM manifests);
+WITH RECURSIVE live(d) AS (
+    SELECT target FROM images UNION SELECT manifest FROM containers
+    UNION SELECT c.child FROM index_children c JOIN live ON c.parent = live.d)
+DELETE FROM index_children WHERE parent NOT IN (SELECT d FROM live);
+WITH RECURSIVE live(d) AS (
+    SELECT target FROM images UNION SELECT manifest FROM containers
+    UNION SELECT c.child FROM index_children c JOIN live ON c.parent = live.d)
+DELETE FROM blobs WHERE digest NOT IN (SELECT d FROM live)
+    AND digest NOT IN (SELECT config FROM manifests);
+CREATE TEMP TABLE IF NOT EXISTS dead_layers(id INTEGER PRIMARY KEY);
+DELETE FROM temp.dead_layers;
+INSERT INTO temp.dead_layers SELECT id FROM layers
+    WHERE pinned = 0 AND id NOT IN (SELECT layer FROM manifest_layers);
+DELETE FROM aliases WHERE layer IN (SELECT id FROM temp.dead_layers);
+DELETE FROM layer_chunks WHERE layer IN (SELECT id FROM temp.dead_layers);
+DELETE FROM layers WHERE id IN (SELECT id FROM temp.dead_layers);
+DELETE FROM temp.dead_layers;
+";
