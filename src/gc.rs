@@ -13,17 +13,15 @@
 //! pack's frame list, not by the store's size.
 
 use std::collections::HashSet;
-use std::fs;
 
-use memmap2::Mmap;
 use serde::Serialize;
 
-use crate::error::{Error, IoContext, Result};
-use crate::get::read_frame;
+use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::store::digest::ChunkId;
 use crate::store::index::{Index, NewFrame, NewPack, PackUsage};
-use crate::store::pack::{self, PackWriter};
+use crate::store::pack;
+use crate::store::packs::read_frame;
 
 /// Options for [`Store::gc`].
 #[derive(Clone, Debug)]
@@ -76,7 +74,7 @@ pub struct GcReport {
 pub(crate) fn collect_garbage(store: &Store, opts: &GcOptions) -> Result<GcReport> {
     let _lock = store.lock_exclusive()?;
     let mut index = store.index()?;
-    let packs_dir = store.packs_dir();
+    let packs = store.packs();
     let collected = index.gc_collect(opts.dry_run)?;
     if !opts.dry_run {
         crate::util::fault::point("gc-after-collect");
@@ -92,22 +90,19 @@ pub(crate) fn collect_garbage(store: &Store, opts: &GcOptions) -> Result<GcRepor
     // Files the index does not know: interrupted puts or gcs. Nobody else
     // holds the lock, so none of them can still be committed.
     let mut orphans = Vec::new();
-    for entry in fs::read_dir(&packs_dir).context(|| format!("listing {}", packs_dir.display()))? {
-        let entry = entry.context(|| format!("listing {}", packs_dir.display()))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-        report.bytes_before += size;
-        if !known.contains(&name) {
-            orphans.push((entry.path(), size));
+    for file in packs.list()? {
+        report.bytes_before += file.size;
+        if !known.contains(&file.name) {
+            orphans.push(file);
         }
     }
     let mut freed = 0u64;
-    for (path, size) in &orphans {
+    for orphan in &orphans {
         if !opts.dry_run {
-            fs::remove_file(path).context(|| format!("removing {}", path.display()))?;
+            packs.remove(&orphan.name)?;
         }
         report.orphan_files_removed += 1;
-        freed += size;
+        freed += orphan.size;
     }
     for usage in &collected.packs {
         let body = usage.size.saturating_sub(pack::PACK_HEADER_LEN).max(1) as f64;
@@ -115,8 +110,7 @@ pub(crate) fn collect_garbage(store: &Store, opts: &GcOptions) -> Result<GcRepor
         if usage.live_bytes <= 0.0 {
             if !opts.dry_run {
                 index.replace_pack(usage.id, None, &[])?;
-                let path = packs_dir.join(&usage.name);
-                fs::remove_file(&path).context(|| format!("removing {}", path.display()))?;
+                packs.remove(&usage.name)?;
             }
             report.packs_deleted += 1;
             freed += usage.size;
@@ -137,7 +131,7 @@ pub(crate) fn collect_garbage(store: &Store, opts: &GcOptions) -> Result<GcRepor
         }
     }
     if !opts.dry_run {
-        crate::util::fs::sync_dir(&packs_dir)?;
+        packs.sync()?;
     }
     report.container_dirs_removed = crate::container::collect_garbage(store, opts.dry_run)?;
     report.bytes_after = report.bytes_before.saturating_sub(freed);
@@ -148,12 +142,9 @@ pub(crate) fn collect_garbage(store: &Store, opts: &GcOptions) -> Result<GcRepor
 /// Copies a pack's live frames into a new pack (re-encoding frames that
 /// are only partly live) and swaps it in. Returns the new pack's size.
 fn rewrite_pack(index: &mut Index, store: &Store, usage: &PackUsage) -> Result<u64> {
-    let packs_dir = store.packs_dir();
-    let old_path = packs_dir.join(&usage.name);
-    let file = fs::File::open(&old_path).context(|| format!("opening {}", old_path.display()))?;
-    // Safety: packs are never modified in place (see get::PackSet::map).
-    let map = unsafe { Mmap::map(&file) }.context(|| format!("mapping {}", old_path.display()))?;
-    let mut writer = PackWriter::create(&packs_dir)?;
+    let packs = store.packs();
+    let map = packs.map(&usage.name)?;
+    let mut writer = packs.create()?;
     let mut compressor = zstd::bulk::Compressor::new(store.config().zstd_level)
         .map_err(|e| Error::io("creating zstd compressor", e))?;
     let mut frames = Vec::new();
@@ -212,11 +203,11 @@ fn rewrite_pack(index: &mut Index, store: &Store, usage: &PackUsage) -> Result<u
         frames,
     };
     if let Err(e) = index.replace_pack(usage.id, Some(&new_pack), &moved) {
-        let _ = fs::remove_file(packs_dir.join(&finished.name));
+        packs.discard(&finished.name);
         return Err(e);
     }
     drop(map);
     crate::util::fault::point("gc-before-unlink");
-    fs::remove_file(&old_path).context(|| format!("removing {}", old_path.display()))?;
+    packs.remove(&usage.name)?;
     Ok(finished.size)
 }

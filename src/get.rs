@@ -12,105 +12,22 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crossbeam_channel::bounded;
-use memmap2::Mmap;
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::store::digest::{ChunkId, Digest};
 use crate::store::index::{FrameLocation, Index, LayerRow};
-use crate::store::pack::{FrameHeader, FrameKind};
+use crate::store::packs::{PackSet, Packs, load_recipe, read_frame};
 use crate::store::recipe::{Entry, RecipeReader};
 
 /// Output bytes per batch.
 const BATCH_BYTES: usize = 16 << 20;
 /// Distinct frames per batch.
 const BATCH_FRAMES: usize = 64;
-
-/// Memory maps of pack files, opened on demand.
-pub(crate) struct PackSet {
-    dir: PathBuf,
-    maps: HashMap<String, Arc<Mmap>>,
-}
-
-impl PackSet {
-    pub(crate) fn new(dir: &Path) -> Self {
-        PackSet {
-            dir: dir.to_path_buf(),
-            maps: HashMap::new(),
-        }
-    }
-
-    pub(crate) fn map(&mut self, pack: &str) -> Result<Arc<Mmap>> {
-        if let Some(m) = self.maps.get(pack) {
-            return Ok(m.clone());
-        }
-        let path = self.dir.join(pack);
-        let file =
-            std::fs::File::open(&path).context(|| format!("opening pack {}", path.display()))?;
-        // Safety: packs are immutable once renamed into place; gc replaces
-        // them by writing a new file and unlinking the old one, never by
-        // truncating or rewriting in place, so the mapping stays valid.
-        let map =
-            unsafe { Mmap::map(&file) }.context(|| format!("mapping pack {}", path.display()))?;
-        let map = Arc::new(map);
-        self.maps.insert(pack.to_string(), map.clone());
-        Ok(map)
-    }
-}
-
-/// Reads and decodes one frame; errors name the pack and offset.
-pub(crate) fn read_frame(map: &[u8], loc: &FrameLocation) -> Result<(FrameHeader, Vec<u8>)> {
-    let corrupt = |what: String| {
-        Error::corrupt(format!(
-            "pack {} frame at offset {}: {what}",
-            loc.pack, loc.offset
-        ))
-    };
-    let start = usize::try_from(loc.offset).map_err(|_| corrupt("offset out of range".into()))?;
-    let end = loc
-        .offset
-        .checked_add(loc.total_len)
-        .filter(|&e| e <= map.len() as u64)
-        .ok_or_else(|| {
-            corrupt(format!(
-                "frame of {} bytes lies beyond the end of the pack ({} bytes)",
-                loc.total_len,
-                map.len()
-            ))
-        })? as usize;
-    let bytes = &map[start..end];
-    let header = FrameHeader::decode(bytes).map_err(corrupt)?;
-    if header.total_len() != loc.total_len {
-        return Err(corrupt(format!(
-            "frame is {} bytes, index says {}",
-            header.total_len(),
-            loc.total_len
-        )));
-    }
-    let raw = header
-        .decode_payload(&bytes[header.header_len() as usize..])
-        .map_err(corrupt)?;
-    Ok((header, raw))
-}
-
-/// Loads a layer's compressed recipe, checking that the frame is its recipe.
-pub(crate) fn load_recipe(packs: &mut PackSet, layer: &LayerRow) -> Result<Vec<u8>> {
-    let map = packs.map(&layer.recipe.pack)?;
-    let (header, recipe) = read_frame(&map, &layer.recipe)
-        .map_err(|e| Error::corrupt(format!("layer {}: recipe: {e}", layer.digest)))?;
-    if header.kind != FrameKind::Recipe || header.recipe_of != Some((layer.digest, layer.size)) {
-        return Err(Error::corrupt(format!(
-            "layer {}: recipe frame in pack {} at offset {} belongs to another layer",
-            layer.digest, layer.recipe.pack, layer.recipe.offset
-        )));
-    }
-    Ok(recipe)
-}
 
 /// A piece of output: inline recipe bytes or a verified chunk inside a
 /// decompressed frame.
@@ -145,12 +62,12 @@ enum Item {
 /// Streams `layer` into `out`. Returns the number of bytes written.
 pub(crate) fn write_layer(
     index: Index,
-    packs_dir: &Path,
+    packs: &Packs,
     layer: &LayerRow,
     out: &mut dyn Write,
     progress: Option<&(dyn Fn(u64) + Sync)>,
 ) -> Result<u64> {
-    let mut packs = PackSet::new(packs_dir);
+    let mut packs = packs.reader();
     let recipe = load_recipe(&mut packs, layer)?;
     let (tx, rx) = bounded::<Result<Vec<Segment>>>(2);
     let digest = layer.digest;

@@ -16,7 +16,6 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Read};
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
@@ -27,7 +26,8 @@ use crate::input::{Compression, LayerStream};
 use crate::store::chunker::Cdc;
 use crate::store::digest::{ChunkId, Digest};
 use crate::store::index::{Index, NewFrame, NewLayer, NewPack};
-use crate::store::pack::{self, FinishedPack, FrameHeader, FrameKind, PackWriter};
+use crate::store::pack::{self, FrameHeader, FrameKind};
+use crate::store::packs::{FinishedPack, PackWriter, Packs};
 use crate::store::recipe::RecipeWriter;
 use crate::store::split::{Piece, Splitter};
 
@@ -84,7 +84,7 @@ struct ReadOutcome {
 
 /// Settings a put needs from the store.
 pub(crate) struct PutContext<'s> {
-    pub packs_dir: PathBuf,
+    pub packs: Packs,
     pub cdc: Cdc,
     pub zstd_level: i32,
     pub frame_target: usize,
@@ -107,7 +107,7 @@ pub(crate) struct PreparedPut {
     pub packs: Vec<NewPack>,
     pub layer: NewLayer,
     pub info: LayerInfo,
-    packs_dir: PathBuf,
+    pack_files: Packs,
     committed: bool,
 }
 
@@ -122,7 +122,7 @@ impl Drop for PreparedPut {
     fn drop(&mut self) {
         if !self.committed {
             for p in &self.packs {
-                let _ = std::fs::remove_file(self.packs_dir.join(&p.name));
+                self.pack_files.discard(&p.name);
             }
         }
     }
@@ -323,7 +323,7 @@ fn split_and_store(
 ) -> Result<Stored> {
     let mut splitter = Splitter::new(source, ctx.cdc.clone());
     let mut recipe = RecipeWriter::new()?;
-    let mut frames = FrameWriter::new(ctx.packs_dir.clone(), ctx.zstd_level, ctx.frame_target);
+    let mut frames = FrameWriter::new(ctx.packs.clone(), ctx.zstd_level, ctx.frame_target);
     let mut distinct = HashSet::new();
     let (mut chunks, mut new_chunks) = (0u64, 0u64);
     loop {
@@ -424,7 +424,7 @@ fn finish_prepare(
         packs,
         layer,
         info,
-        packs_dir: ctx.packs_dir.clone(),
+        pack_files: ctx.packs.clone(),
         committed: false,
     })
 }
@@ -457,7 +457,7 @@ type FrameResult = (u64, Result<(FrameHeader, Vec<u8>)>);
 /// Groups new chunks into frames, compresses them on rayon workers, and
 /// appends them to pack files in order.
 pub(crate) struct FrameWriter {
-    packs_dir: PathBuf,
+    packs: Packs,
     level: i32,
     target: usize,
     raw: Vec<u8>,
@@ -475,10 +475,10 @@ pub(crate) struct FrameWriter {
 }
 
 impl FrameWriter {
-    pub(crate) fn new(packs_dir: PathBuf, level: i32, target: usize) -> Self {
+    pub(crate) fn new(packs: Packs, level: i32, target: usize) -> Self {
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         FrameWriter {
-            packs_dir,
+            packs,
             level,
             target,
             raw: Vec::with_capacity(target + (256 << 10)),
@@ -557,7 +557,7 @@ impl FrameWriter {
             self.close_pack()?;
         }
         if self.writer.is_none() {
-            self.writer = Some(PackWriter::create(&self.packs_dir)?);
+            self.writer = Some(self.packs.create()?);
         }
         let writer = self
             .writer
@@ -631,7 +631,7 @@ impl Drop for FrameWriter {
     fn drop(&mut self) {
         // Packs finished but never handed to the index are unreferenced.
         for pack in &self.finished {
-            let _ = std::fs::remove_file(self.packs_dir.join(&pack.name));
+            self.packs.discard(&pack.name);
         }
     }
 }

@@ -12,18 +12,17 @@
 //! dropped silently.
 
 use std::collections::{HashMap, HashSet};
-use std::fs;
 
-use memmap2::Mmap;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::error::{Error, Result};
-use crate::get::{self, PackSet, read_frame};
+use crate::error::Result;
+use crate::get;
 use crate::store::Store;
 use crate::store::digest::{ChunkId, Digest};
 use crate::store::index::{FrameLocation, Index};
 use crate::store::pack::{self, FrameHeader, FrameKind};
+use crate::store::packs::{PackFile, load_recipe, read_frame};
 use crate::store::recipe::{Entry, RecipeReader};
 
 /// Options for [`Store::verify`].
@@ -123,12 +122,11 @@ fn check(store: &Store, index: &Index, full: bool) -> Result<(VerifyReport, Dama
         ..VerifyReport::default()
     };
     let mut damage = Damage::default();
-    let packs_dir = store.packs_dir();
+    let pack_files = store.packs();
     let packs = index.pack_names()?;
     let known: HashSet<&str> = packs.iter().map(|(_, n, _)| n.as_str()).collect();
-    if let Ok(dir) = fs::read_dir(&packs_dir) {
-        for entry in dir.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
+    if let Ok(files) = pack_files.list() {
+        for PackFile { name, .. } in files {
             if !known.contains(name.as_str()) {
                 report.warnings.push(Problem {
                     subject: format!("file packs/{name}"),
@@ -140,8 +138,7 @@ fn check(store: &Store, index: &Index, full: bool) -> Result<(VerifyReport, Dama
     let mut broken_frames: HashSet<i64> = HashSet::new();
     for (pack_id, name, size) in &packs {
         report.packs += 1;
-        let path = packs_dir.join(name);
-        let map = match fs::File::open(&path).and_then(|f| unsafe { Mmap::map(&f) }) {
+        let map = match pack_files.map(name) {
             Ok(m) => m,
             Err(e) => {
                 report.problem(format!("pack {name}"), format!("cannot be read: {e}"));
@@ -191,7 +188,7 @@ fn check(store: &Store, index: &Index, full: bool) -> Result<(VerifyReport, Dama
     }
     report.chunks = index.stats()?.chunks;
     // Layers: recipes decode and resolve; full rebuilds each one.
-    let mut packs_set = PackSet::new(&packs_dir);
+    let mut packs_set = pack_files.reader();
     for listing in index.list_layers(None)? {
         let layer = listing.row;
         report.layers += 1;
@@ -204,7 +201,7 @@ fn check(store: &Store, index: &Index, full: bool) -> Result<(VerifyReport, Dama
             );
             continue;
         }
-        let recipe = match get::load_recipe(&mut packs_set, &layer) {
+        let recipe = match load_recipe(&mut packs_set, &layer) {
             Ok(r) => r,
             Err(e) => {
                 damage.layers.insert(layer.digest);
@@ -264,7 +261,7 @@ fn check(store: &Store, index: &Index, full: bool) -> Result<(VerifyReport, Dama
         }
         if full {
             let conn = store.index()?;
-            match get::write_layer(conn, &packs_dir, &layer, &mut std::io::sink(), None) {
+            match get::write_layer(conn, &pack_files, &layer, &mut std::io::sink(), None) {
                 Ok(n) => report.bytes_verified += n,
                 Err(e) => report.problem(&subject, e.to_string()),
             }
@@ -343,15 +340,14 @@ fn check_frame(map: &[u8], loc: &FrameLocation, kind: u8, full: bool) -> Result<
 
 /// Scans every pack file and restores what the index lost.
 fn repair(store: &Store, index: &mut Index, damage: &Damage) -> Result<Vec<String>> {
-    let packs_dir = store.packs_dir();
+    let packs = store.packs();
     let mut repaired = Vec::new();
-    let mut names: Vec<String> = fs::read_dir(&packs_dir)
-        .map_err(|e| Error::io(format!("listing {}", packs_dir.display()), e))?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+    let names: Vec<String> = packs
+        .list()?
+        .into_iter()
+        .map(|f| f.name)
         .filter(|n| n.ends_with(".pack"))
         .collect();
-    names.sort();
     let mut recipes: Vec<(Digest, u64, i64, Vec<u8>)> = Vec::new();
     let mut restored_chunks = 0u64;
     // gc drops the frame rows of the recipes of layers it removed, but a
@@ -363,8 +359,7 @@ fn repair(store: &Store, index: &mut Index, damage: &Damage) -> Result<Vec<Strin
         .map(|(_, name, _)| name)
         .collect();
     for name in names {
-        let path = packs_dir.join(&name);
-        let Ok(map) = fs::File::open(&path).and_then(|f| unsafe { Mmap::map(&f) }) else {
+        let Ok(map) = packs.map(&name) else {
             continue;
         };
         let mut frames = Vec::new();

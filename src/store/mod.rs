@@ -17,6 +17,7 @@ pub(crate) mod chunker;
 pub(crate) mod digest;
 pub(crate) mod index;
 pub(crate) mod pack;
+pub(crate) mod packs;
 pub(crate) mod recipe;
 pub(crate) mod split;
 pub(crate) mod tarscan;
@@ -36,6 +37,7 @@ use crate::put::{self, LayerInfo, PutContext, PutOptions};
 use crate::store::chunker::{Cdc, ChunkParams};
 use crate::store::digest::Digest;
 use crate::store::index::{Index, LayerListing, LayerRow};
+use crate::store::packs::Packs;
 use crate::verify::{self, VerifyOptions, VerifyReport};
 
 /// On-disk format version of a store (index schema, pack and recipe formats).
@@ -238,8 +240,9 @@ impl Store {
         Index::open(&self.root.join("index.db"), &[])
     }
 
-    pub(crate) fn packs_dir(&self) -> PathBuf {
-        self.root.join("packs")
+    /// The store's pack files.
+    pub(crate) fn packs(&self) -> Packs {
+        Packs::new(self.root.join("packs"))
     }
 
     /// Takes the store lock shared (puts and gets) until the file is dropped.
@@ -353,7 +356,7 @@ impl Store {
 
     pub(crate) fn put_context<'a>(&self, index: &'a mut Index) -> PutContext<'a> {
         PutContext {
-            packs_dir: self.packs_dir(),
+            packs: self.packs(),
             cdc: Cdc::new(self.config.chunk),
             zstd_level: self.config.zstd_level,
             frame_target: self.config.frame_target as usize,
@@ -519,7 +522,7 @@ impl Store {
         let _lock = self.lock_shared()?;
         let index = self.index()?;
         let (row, via_alias) = self.resolve(&index, digest)?;
-        let size = get::write_layer(index, &self.packs_dir(), &row, out, progress)?;
+        let size = get::write_layer(index, &self.packs(), &row, out, progress)?;
         Ok(GetInfo {
             digest: row.digest,
             size,
@@ -633,7 +636,7 @@ impl Store {
     /// ```
     pub fn stats(&self) -> Result<StoreStats> {
         let s = self.index()?.stats()?;
-        let pack_bytes = crate::util::fs::dir_size(&self.packs_dir(), &[])?;
+        let pack_bytes = self.packs().size()?;
         // Container root filesystems are the user's files, not stored data.
         let stored_bytes = pack_bytes
             + crate::util::fs::dir_size(&self.root, &["packs", "containers", "checkouts"])?;

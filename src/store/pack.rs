@@ -16,11 +16,7 @@
 //! scanning packs. Packs are written under a temporary name, fsynced, and
 //! renamed into place; they are never modified afterwards, only replaced.
 
-use std::fs::{self, File};
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
-
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::store::digest::{ChunkId, Digest};
 
 /// Pack file magic.
@@ -90,7 +86,7 @@ impl FrameHeader {
         self.header_len() + self.stored_len
     }
 
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.header_len() as usize);
         out.extend_from_slice(FRAME_MAGIC);
         out.push(self.kind as u8);
@@ -315,113 +311,6 @@ pub fn scan_frames(
             }
         }
     })
-}
-
-/// Writes one new pack under a temporary name; [`PackWriter::finish`]
-/// makes it durable and visible. Dropping an unfinished writer removes it.
-pub struct PackWriter {
-    dir: PathBuf,
-    name: String,
-    tmp_path: PathBuf,
-    out: Option<BufWriter<File>>,
-    len: u64,
-    /// Set once the pack is renamed into place; until then dropping the
-    /// writer (also after a failed flush, fsync or rename) removes the file.
-    renamed: bool,
-}
-
-/// A finished, durable pack.
-#[derive(Clone, Debug)]
-pub struct FinishedPack {
-    /// File name under `packs/`.
-    pub name: String,
-    /// Size in bytes.
-    pub size: u64,
-}
-
-impl PackWriter {
-    /// Creates `packs/<random>.pack.tmp` in `dir`.
-    pub fn create(dir: &Path) -> Result<Self> {
-        let name = format!("{}.pack", crate::util::fs::random_hex(16));
-        let tmp_path = dir.join(format!("{name}.tmp"));
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp_path)
-            .context(|| format!("creating pack {}", tmp_path.display()))?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        let mut header = Vec::with_capacity(PACK_HEADER_LEN as usize);
-        header.extend_from_slice(PACK_MAGIC);
-        header.extend_from_slice(&PACK_VERSION.to_le_bytes());
-        header.extend_from_slice(&0u32.to_le_bytes());
-        out.write_all(&header)
-            .context(|| format!("writing pack {}", tmp_path.display()))?;
-        Ok(PackWriter {
-            dir: dir.to_path_buf(),
-            name,
-            tmp_path,
-            out: Some(out),
-            len: PACK_HEADER_LEN,
-            renamed: false,
-        })
-    }
-
-    /// Bytes written so far.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// Appends a frame; returns its offset.
-    pub fn append(&mut self, header: &FrameHeader, payload: &[u8]) -> Result<u64> {
-        let at = self.len;
-        let out = self
-            .out
-            .as_mut()
-            .ok_or_else(|| Error::corrupt("pack writer used after finish"))?;
-        let encoded = header.encode();
-        out.write_all(&encoded)
-            .and_then(|_| out.write_all(payload))
-            .context(|| format!("writing pack {}", self.tmp_path.display()))?;
-        self.len += encoded.len() as u64 + payload.len() as u64;
-        Ok(at)
-    }
-
-    /// Flushes, fsyncs, renames into place and fsyncs the directory.
-    pub fn finish(mut self) -> Result<FinishedPack> {
-        let out = self
-            .out
-            .take()
-            .ok_or_else(|| Error::corrupt("pack writer finished twice"))?;
-        let file = out.into_inner().map_err(|e| {
-            Error::io(
-                format!("writing pack {}", self.tmp_path.display()),
-                e.into_error(),
-            )
-        })?;
-        crate::util::fault::point("pack-written");
-        file.sync_all()
-            .context(|| format!("syncing pack {}", self.tmp_path.display()))?;
-        crate::util::fault::point("pack-synced");
-        drop(file);
-        let final_path = self.dir.join(&self.name);
-        fs::rename(&self.tmp_path, &final_path)
-            .context(|| format!("renaming pack to {}", final_path.display()))?;
-        self.renamed = true;
-        crate::util::fs::sync_dir(&self.dir)?;
-        crate::util::fault::point("pack-renamed");
-        Ok(FinishedPack {
-            name: self.name.clone(),
-            size: self.len,
-        })
-    }
-}
-
-impl Drop for PackWriter {
-    fn drop(&mut self) {
-        if !self.renamed {
-            let _ = fs::remove_file(&self.tmp_path);
-        }
-    }
 }
 
 #[cfg(test)]
