@@ -34,7 +34,6 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::store::digest::Digest;
-use crate::util::pipe::{PipeReader, pipe};
 
 /// Prefix of a whiteout entry's file name.
 pub(crate) const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -894,45 +893,6 @@ pub(crate) fn running_as_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
-/// Streams layer `digest` out of the store into `consume` through a pipe
-/// (a thread runs the get). The consumer must read to the end; the get's
-/// own check of the DiffID then runs before this returns.
-pub(crate) fn with_layer<T>(
-    store: &Store,
-    digest: &Digest,
-    consume: impl FnOnce(&mut PipeReader) -> Result<T>,
-) -> Result<T> {
-    let (writer, mut reader) = pipe();
-    std::thread::scope(|scope| {
-        let getter = scope.spawn(move || {
-            let mut writer = writer;
-            match store.get_layer(digest, &mut writer) {
-                Ok(_) => writer
-                    .finish()
-                    .map_err(|e| Error::io(format!("streaming layer {digest}"), e)),
-                Err(e) => {
-                    writer.fail(e.to_string());
-                    Err(e)
-                }
-            }
-        });
-        let consumed = consume(&mut reader);
-        drop(reader);
-        let got = crate::error::join_worker(getter);
-        match (got, consumed) {
-            (Ok(()), consumed) => consumed,
-            // The consumer stopped first: the get only failed because its
-            // reader went away, so the consumer's error is the cause.
-            (Err(Error::Io { source, .. }), Err(e))
-                if source.kind() == io::ErrorKind::BrokenPipe =>
-            {
-                Err(e)
-            }
-            (Err(e), _) => Err(e),
-        }
-    })
-}
-
 /// Checks `dir` is absent or an empty directory, and creates it (mode 0755).
 pub(crate) fn prepare_empty_dir(dir: &Path) -> Result<()> {
     match std::fs::symlink_metadata(dir) {
@@ -972,7 +932,7 @@ pub(crate) fn apply_layers(
 ) -> Result<Applier> {
     let mut applier = Applier::new(dir, owners)?;
     for layer in layers {
-        with_layer(store, layer, |reader| applier.apply_layer(reader, layer))?;
+        store.stream_layer(layer, |reader| applier.apply_layer(reader, layer))?;
     }
     applier.finish()?;
     Ok(applier)

@@ -37,9 +37,9 @@ use serde_json::{Value, json};
 use crate::checkout::{self, CheckoutReport, OPAQUE_MARKER, WHITEOUT_PREFIX};
 use crate::error::{Error, IoContext, Result};
 use crate::image::runnable_manifest;
+use crate::layer::put::{self, PutOptions, PutSession};
 use crate::layertree::{Node, NodeKind, Tree, children, parent_of};
 use crate::oci;
-use crate::put::{self, PutOptions, PutSession};
 use crate::store::Store;
 use crate::store::digest::Digest;
 use crate::store::index::{ContainerRow, ManifestLayer, ManifestRecord, NewImport};
@@ -116,11 +116,11 @@ pub struct CommitReport {
 }
 
 fn containers_dir(store: &Store) -> PathBuf {
-    store.path().join("containers")
+    store.containers_dir()
 }
 
 fn checkouts_dir(store: &Store) -> PathBuf {
-    store.path().join("checkouts")
+    store.checkouts_dir()
 }
 
 fn rootfs(store: &Store, id: &str) -> PathBuf {
@@ -415,7 +415,7 @@ pub(crate) fn create(store: &Store, image: &str, name: Option<&str>) -> Result<C
                 let base = ensure_base(store, &record.digest, &layers, owners)?;
                 // gc deletes unused base checkouts under the exclusive lock:
                 // hold it shared until the container is recorded.
-                let lock = store.lock_shared()?;
+                let lock = store.lock(crate::store::LockMode::Shared)?;
                 if base.is_dir() {
                     clone_tree(&base, &root, owners)?;
                     break ("reflink", Some(lock));
@@ -1006,7 +1006,7 @@ pub(crate) fn commit(store: &Store, name: &str, new_image: &str) -> Result<Commi
         .ok_or_else(|| Error::corrupt(format!("config {} is not stored", record.config)))?;
     drop(index);
 
-    let _lock = store.lock_shared()?;
+    let _lock = store.lock(crate::store::LockMode::Shared)?;
     let mut index = store.index()?;
     let (writer, reader) = pipe();
     let mut session = PutSession::default();
@@ -1105,6 +1105,50 @@ pub(crate) fn commit(store: &Store, name: &str, new_image: &str) -> Result<Commi
         deleted: counts.deleted,
         added_bytes,
     })
+}
+
+impl Store {
+    /// Writes the root filesystem of image `name` into `dir` (absent or
+    /// empty): its layers applied in order with OCI semantics, streamed
+    /// from the store. Hostile layers cannot write outside `dir`. On error
+    /// `dir` is left empty (or absent, if it was).
+    pub fn checkout(&self, name: &str, dir: impl AsRef<Path>) -> Result<CheckoutReport> {
+        checkout(self, name, dir.as_ref())
+    }
+
+    /// Creates a container of image `image` (named `name`, else a random
+    /// id): a directory holding the image's root filesystem, for the user
+    /// to change. Its manifest stays alive while it exists.
+    pub fn create_container(&self, image: &str, name: Option<&str>) -> Result<ContainerInfo> {
+        create(self, image, name)
+    }
+
+    /// All containers, oldest first.
+    pub fn containers(&self) -> Result<Vec<ContainerInfo>> {
+        list(self)
+    }
+
+    /// One container (its root filesystem is `path`).
+    pub fn container(&self, name: &str) -> Result<ContainerInfo> {
+        get(self, name)
+    }
+
+    /// Paths added, changed and deleted in a container against its image.
+    pub fn container_diff(&self, name: &str) -> Result<Vec<Change>> {
+        diff(self, name)
+    }
+
+    /// Removes a container and its directory; its image stays.
+    pub fn remove_container(&self, name: &str) -> Result<()> {
+        remove(self, name)
+    }
+
+    /// Writes a container's changes as a new layer (whiteouts for
+    /// deletions) through the put path, and records `new_image` as its
+    /// image's layers plus that one, with a new config and manifest.
+    pub fn commit_container(&self, name: &str, new_image: &str) -> Result<CommitReport> {
+        commit(self, name, new_image)
+    }
 }
 
 #[cfg(test)]

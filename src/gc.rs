@@ -72,7 +72,7 @@ pub struct GcReport {
 }
 
 pub(crate) fn collect_garbage(store: &Store, opts: &GcOptions) -> Result<GcReport> {
-    let _lock = store.lock_exclusive()?;
+    let _lock = store.lock(crate::store::LockMode::Exclusive)?;
     let mut index = store.index()?;
     let packs = store.packs();
     let collected = index.gc_collect(opts.dry_run)?;
@@ -210,4 +210,26 @@ fn rewrite_pack(index: &mut Index, store: &Store, usage: &PackUsage) -> Result<u
     crate::util::fault::point("gc-before-unlink");
     packs.remove(&usage.name)?;
     Ok(finished.size)
+}
+
+impl Store {
+    /// Reclaims space: forgets layers that are neither pinned nor used by
+    /// an image, then chunks no layer uses, then rewrites packs whose live
+    /// share is below `opts.rewrite_below`. Waits for running puts, imports
+    /// and gets (they hold the store lock shared) and makes new ones wait.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = layerstore::Store::open(dir.path().join("store"))?;
+    /// # let layer_tar = layerstore::testing::tiny_layer();
+    /// let digest = store.put_layer(&layer_tar[..])?.digest;
+    /// store.remove_layer(&digest)?;
+    /// let report = store.gc(&layerstore::GcOptions::default())?;
+    /// assert_eq!(report.chunks_removed, 1);
+    /// assert_eq!(store.stats()?.pack_bytes, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn gc(&self, opts: &GcOptions) -> Result<GcReport> {
+        collect_garbage(self, opts)
+    }
 }

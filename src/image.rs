@@ -18,8 +18,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::error::{Error, IoContext, Result};
+use crate::layer::put::{self, PreparedPut, PutContext, PutOptions, PutSession};
 use crate::oci::{self, BlobKind, Descriptor};
-use crate::put::{self, PreparedPut, PutContext, PutOptions, PutSession};
 use crate::store::Store;
 use crate::store::digest::Digest;
 use crate::store::index::{Index, ManifestLayer, ManifestRecord, NewImport};
@@ -722,7 +722,7 @@ pub(crate) fn import(
             "neither an OCI image layout (no index.json) nor a docker save archive (no manifest.json)",
         ));
     };
-    let _lock = store.lock_shared()?;
+    let _lock = store.lock(crate::store::LockMode::Shared)?;
     let mut index = store.index()?;
     let mut imp = Importer {
         src: &src,
@@ -1347,4 +1347,65 @@ fn docker_tag(name: &str) -> Option<String> {
     } else {
         format!("{name}:latest")
     })
+}
+
+impl Store {
+    /// Imports an OCI image layout (directory or tar) or a `docker save`
+    /// archive, detected from its content. Every blob is verified; the
+    /// import is all-or-nothing. `name` overrides the names it carries
+    /// (only for a single image).
+    ///
+    /// ```no_run
+    /// # let store = layerstore::Store::open("/tmp/store")?;
+    /// let report = store.import_image("alpine.tar", Some("alpine:3.20"))?;
+    /// println!("{}", report.images[0].digest);
+    /// # Ok::<(), layerstore::Error>(())
+    /// ```
+    pub fn import_image(&self, path: impl AsRef<Path>, name: Option<&str>) -> Result<ImportReport> {
+        import(self, path.as_ref(), name)
+    }
+
+    /// Writes images as an OCI layout directory or a docker archive at
+    /// `out` (which must not exist, or be an empty directory). Layers are
+    /// written exactly; a manifest whose layers were compressed is
+    /// rewritten to describe them uncompressed, and the report says so.
+    pub fn export_images(
+        &self,
+        names: &[String],
+        format: ExportFormat,
+        out: impl AsRef<Path>,
+    ) -> Result<ExportReport> {
+        export(self, names, format, out.as_ref())
+    }
+
+    /// All images, by name.
+    pub fn images(&self) -> Result<Vec<ImageSummary>> {
+        list(self)
+    }
+
+    /// One image in detail: manifests, config, layers and sharing.
+    pub fn image(&self, name: &str) -> Result<ImageDetails> {
+        details(self, name)
+    }
+
+    /// Gives the image `src` a second name `dst` (moving `dst` if it exists).
+    pub fn tag_image(&self, src: &str, dst: &str) -> Result<()> {
+        oci::check_image_name(dst)?;
+        if self.index()?.tag_image(src, dst)? {
+            Ok(())
+        } else {
+            Err(Error::not_found(format!("image {src:?}")))
+        }
+    }
+
+    /// Removes an image name. Layers it alone used go (unless put
+    /// directly, or used by a container, which keeps its manifest alive);
+    /// their chunks come back at the next gc.
+    pub fn remove_image(&self, name: &str) -> Result<()> {
+        if self.index()?.remove_image(name)? {
+            Ok(())
+        } else {
+            Err(Error::not_found(format!("image {name:?}")))
+        }
+    }
 }

@@ -11,7 +11,7 @@ use std::io::{self, Read};
 
 use crate::checkout::{
     MAX_DEPTH, Whiteout, bad_tar, display, entry_components, for_each_entry, join, whiteout,
-    with_ancestors, with_layer,
+    with_ancestors,
 };
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -94,7 +94,7 @@ impl Tree {
             },
         );
         for layer in layers {
-            with_layer(store, layer, |reader| tree.apply_layer(reader, layer))?;
+            store.stream_layer(layer, |reader| tree.apply_layer(reader, layer))?;
         }
         Ok(tree)
     }

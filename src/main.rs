@@ -270,19 +270,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Get { digest, output } => get(&store, &digest, output),
         Command::Ls { json } => ls(&store, json),
         Command::Rm { digests } => {
-            // Check every argument first, so a bad one removes nothing.
-            let mut parsed = Vec::with_capacity(digests.len());
-            for d in &digests {
-                let digest = parse_digest(d)?;
-                store
-                    .layer(&digest)
-                    .with_context(|| format!("removing {d}"))?;
-                parsed.push((d, digest));
-            }
-            for (d, digest) in parsed {
-                let removed = store
-                    .remove_layer(&digest)
-                    .with_context(|| format!("removing {d}"))?;
+            let parsed = digests
+                .iter()
+                .map(|d| parse_digest(d))
+                .collect::<Result<Vec<_>>>()?;
+            // All or nothing: a bad argument removes no layer.
+            for removed in store.remove_layers(&parsed).context("removing layers")? {
                 println!("{removed}");
             }
             Ok(())

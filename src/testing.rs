@@ -67,7 +67,7 @@ pub fn pack_frames(data: &[u8]) {
 
 /// Compressed-input detection and decoding, capped at 64 MiB of output.
 pub fn decompress(data: &[u8]) {
-    if let Ok(stream) = crate::input::LayerStream::open(data) {
+    if let Ok(stream) = crate::layer::input::LayerStream::open(data) {
         let mut limited = stream.take(64 << 20);
         let mut sink = [0u8; 64 << 10];
         while let Ok(n) = limited.read(&mut sink) {
@@ -110,4 +110,16 @@ pub fn put_get(store: &crate::Store, data: &[u8]) {
         Err(crate::Error::InvalidInput { .. }) => {}
         Err(e) => panic!("unexpected error: {e}"),
     }
+}
+
+/// A one-file layer tar (`a.txt` holding `abc`), for doc examples.
+pub fn tiny_layer() -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(3);
+    header.set_cksum();
+    builder
+        .append_data(&mut header, "a.txt", &b"abc"[..])
+        .and_then(|()| builder.into_inner())
+        .expect("writing a tar to memory cannot fail")
 }

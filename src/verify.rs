@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::get;
+use crate::layer::get;
 use crate::store::Store;
 use crate::store::digest::{ChunkId, Digest};
 use crate::store::index::{FrameLocation, Index};
@@ -92,9 +92,9 @@ struct Damage {
 pub(crate) fn verify(store: &Store, opts: &VerifyOptions) -> Result<VerifyReport> {
     // Repair changes the index: keep gc and writers out. A check only reads.
     let _lock = if opts.repair {
-        store.lock_exclusive()?
+        store.lock(crate::store::LockMode::Exclusive)?
     } else {
-        store.lock_shared()?
+        store.lock(crate::store::LockMode::Shared)?
     };
     let mut index = store.index()?;
     let (report, damage) = check(store, &index, opts.full)?;
@@ -493,4 +493,22 @@ fn repair(store: &Store, index: &mut Index, damage: &Damage) -> Result<Vec<Strin
         }
     }
     Ok(repaired)
+}
+
+impl Store {
+    /// Checks the store's invariants (see [`VerifyOptions`]); with
+    /// `repair`, first restores what the packs still hold.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = layerstore::Store::open(dir.path().join("store"))?;
+    /// # let layer_tar = layerstore::testing::tiny_layer();
+    /// store.put_layer(&layer_tar[..])?;
+    /// let report = store.verify(&layerstore::VerifyOptions { full: true, repair: false })?;
+    /// assert!(report.is_clean(), "{:?}", report.problems);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn verify(&self, opts: &VerifyOptions) -> Result<VerifyReport> {
+        verify(self, opts)
+    }
 }

@@ -238,39 +238,41 @@ impl Index {
         Ok(added)
     }
 
-    /// Unpins a layer. A layer no image uses is forgotten with its aliases
-    /// (its chunks stay until gc); one that images use stays for them.
-    /// Returns false if no such layer.
-    pub fn remove_layer(&mut self, digest: &Digest) -> Result<bool> {
+    /// Unpins layers, all in one transaction. A layer no image uses is
+    /// forgotten with its aliases (its chunks stay until gc); one that
+    /// images use stays for them. If any digest names no layer, nothing
+    /// changes and that digest is returned.
+    pub fn remove_layers(&mut self, digests: &[Digest]) -> Result<Option<Digest>> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let id: Option<i64> = tx
-            .query_row(
-                "SELECT id FROM layers WHERE digest = ?1",
-                [digest.to_string()],
+        for digest in digests {
+            let id: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM layers WHERE digest = ?1",
+                    [digest.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(id) = id else {
+                return Ok(Some(*digest));
+            };
+            let in_image: bool = tx.query_row(
+                "SELECT EXISTS(SELECT 1 FROM manifest_layers WHERE layer = ?1)",
+                [id],
                 |r| r.get(0),
-            )
-            .optional()?;
-        let Some(id) = id else {
-            return Ok(false);
-        };
-        let in_image: bool = tx.query_row(
-            "SELECT EXISTS(SELECT 1 FROM manifest_layers WHERE layer = ?1)",
-            [id],
-            |r| r.get(0),
-        )?;
-        if in_image {
-            // Images still use it: it only stops being a root of its own.
-            tx.execute("UPDATE layers SET pinned = 0 WHERE id = ?1", [id])?;
-            tx.commit()?;
-            return Ok(true);
+            )?;
+            if in_image {
+                // Images still use it: it only stops being a root of its own.
+                tx.execute("UPDATE layers SET pinned = 0 WHERE id = ?1", [id])?;
+                continue;
+            }
+            tx.execute("DELETE FROM aliases WHERE layer = ?1", [id])?;
+            tx.execute("DELETE FROM layer_chunks WHERE layer = ?1", [id])?;
+            tx.execute("DELETE FROM layers WHERE id = ?1", [id])?;
         }
-        tx.execute("DELETE FROM aliases WHERE layer = ?1", [id])?;
-        tx.execute("DELETE FROM layer_chunks WHERE layer = ?1", [id])?;
-        tx.execute("DELETE FROM layers WHERE id = ?1", [id])?;
         tx.commit()?;
-        Ok(true)
+        Ok(None)
     }
 }
 

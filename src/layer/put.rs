@@ -22,7 +22,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
-use crate::input::{Compression, LayerStream};
+use crate::layer::input::{Compression, LayerStream};
 use crate::store::chunker::Cdc;
 use crate::store::digest::{ChunkId, Digest};
 use crate::store::index::{Index, NewFrame, NewLayer, NewPack};
