@@ -34,12 +34,14 @@ use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, Timespec, Timestamps};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::checkout::{self, CheckoutReport, OPAQUE_MARKER, WHITEOUT_PREFIX};
 use crate::error::{Error, IoContext, Result};
 use crate::image::runnable_manifest;
 use crate::layer::put::{self, PutOptions, PutSession};
-use crate::layertree::{Node, NodeKind, Tree, children, parent_of};
 use crate::oci;
+use crate::rootfs::entry::{self, OPAQUE_MARKER, WHITEOUT_PREFIX};
+use crate::rootfs::fsops::{remove_tree, running_as_root};
+use crate::rootfs::tree::{Node, NodeKind, Tree, children, parent_of};
+use crate::rootfs::{self, CheckoutReport};
 use crate::store::Store;
 use crate::store::digest::Digest;
 use crate::store::index::{ContainerRow, ManifestLayer, ManifestRecord, NewImport};
@@ -170,10 +172,10 @@ fn not_found(name: &str) -> Error {
 pub(crate) fn checkout(store: &Store, image: &str, dir: &Path) -> Result<CheckoutReport> {
     let record = runnable_manifest(&store.index()?, image)?;
     let existed = dir.exists();
-    checkout::prepare_empty_dir(dir)?;
-    let owners = checkout::running_as_root();
+    rootfs::prepare_empty_dir(dir)?;
+    let owners = running_as_root();
     let layers: Vec<Digest> = record.layers.iter().map(|l| l.diff_id).collect();
-    match checkout::apply_layers(store, &layers, dir, owners) {
+    match rootfs::apply_layers(store, &layers, dir, owners) {
         Ok(applier) => Ok(CheckoutReport {
             image: image.to_string(),
             manifest: record.digest,
@@ -189,11 +191,11 @@ pub(crate) fn checkout(store: &Store, image: &str, dir: &Path) -> Result<Checkou
             if existed {
                 if let Ok(list) = fs::read_dir(dir) {
                     for entry in list.flatten() {
-                        let _ = checkout::remove_tree(&entry.path());
+                        let _ = remove_tree(&entry.path());
                     }
                 }
             } else {
-                let _ = checkout::remove_tree(dir);
+                let _ = remove_tree(dir);
             }
             Err(e)
         }
@@ -238,15 +240,15 @@ fn ensure_base(
     }
     fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
     let tmp = dir.join(format!(".tmp-{}", crate::util::fs::random_hex(8)));
-    let built = checkout::prepare_empty_dir(&tmp)
-        .and_then(|()| checkout::apply_layers(store, layers, &tmp, owners).map(|_| ()));
+    let built = rootfs::prepare_empty_dir(&tmp)
+        .and_then(|()| rootfs::apply_layers(store, layers, &tmp, owners).map(|_| ()));
     if let Err(e) = built {
-        let _ = checkout::remove_tree(&tmp);
+        let _ = remove_tree(&tmp);
         return Err(e);
     }
     if fs::rename(&tmp, &base).is_err() {
         // Another process made it meanwhile.
-        let _ = checkout::remove_tree(&tmp);
+        let _ = remove_tree(&tmp);
     }
     if !base.is_dir() {
         return Err(Error::io(
@@ -402,12 +404,12 @@ pub(crate) fn create(store: &Store, image: &str, name: Option<&str>) -> Result<C
     let dir = containers_dir(store);
     fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
     let tmp = dir.join(format!(".tmp-{id}"));
-    let owners = checkout::running_as_root();
+    let owners = running_as_root();
     let layers: Vec<Digest> = record.layers.iter().map(|l| l.diff_id).collect();
     let result = (|| -> Result<ContainerInfo> {
         fs::create_dir(&tmp).context(|| format!("creating {}", tmp.display()))?;
         let root = tmp.join("rootfs");
-        checkout::prepare_empty_dir(&root)?;
+        rootfs::prepare_empty_dir(&root)?;
         let mut attempts = 0;
         let (sharing, _lock) = if reflink_supported(&dir) {
             loop {
@@ -428,7 +430,7 @@ pub(crate) fn create(store: &Store, image: &str, name: Option<&str>) -> Result<C
                 }
             }
         } else {
-            checkout::apply_layers(store, &layers, &root, owners)?;
+            rootfs::apply_layers(store, &layers, &root, owners)?;
             ("copy", None)
         };
         let row = ContainerRow {
@@ -449,7 +451,7 @@ pub(crate) fn create(store: &Store, image: &str, name: Option<&str>) -> Result<C
         Ok(info(store, row))
     })();
     if result.is_err() {
-        let _ = checkout::remove_tree(&tmp);
+        let _ = remove_tree(&tmp);
     }
     result
 }
@@ -495,7 +497,7 @@ pub(crate) fn remove(store: &Store, name: &str) -> Result<()> {
             return Err(e);
         }
     }
-    checkout::remove_tree(&trash)
+    remove_tree(&trash)
 }
 
 /// gc's part: removes base checkouts no container uses, directories of
@@ -547,7 +549,7 @@ pub(crate) fn collect_garbage(store: &Store, dry_run: bool) -> Result<u64> {
     if !dry_run {
         for path in &doomed {
             if path.is_dir() {
-                checkout::remove_tree(path)?;
+                remove_tree(path)?;
             } else {
                 let _ = fs::remove_file(path);
             }
@@ -583,7 +585,7 @@ fn scan(root: &Path) -> Result<BTreeMap<Vec<u8>, FsEntry>> {
         let kind = if ft.is_dir() {
             for entry in fs::read_dir(&path).context(|| format!("listing {}", path.display()))? {
                 let entry = entry.context(|| format!("listing {}", path.display()))?;
-                stack.push(checkout::join(&rel, entry.file_name().as_bytes()));
+                stack.push(entry::join(&rel, entry.file_name().as_bytes()));
             }
             NodeKind::Dir
         } else if ft.is_file() {
@@ -861,7 +863,7 @@ fn write_layer<W: Write>(cmp: &Comparison, out: W) -> Result<(W, Counts)> {
                     .map_err(|e| failed("directory", rel, e))?;
                 let lower_non_dir = in_image.is_some_and(|n| n.kind != NodeKind::Dir);
                 if replaced_dir || lower_non_dir {
-                    let marker = checkout::join(rel, OPAQUE_MARKER);
+                    let marker = entry::join(rel, OPAQUE_MARKER);
                     let mut h = header(tar::EntryType::Regular, &node, entry.mtime);
                     h.set_mode(0o644);
                     tar.append_data(&mut h, os_path(&marker), io::empty())
@@ -938,7 +940,7 @@ fn write_layer<W: Write>(cmp: &Comparison, out: W) -> Result<(W, Counts)> {
         let name = &rel[parent.len() + usize::from(!parent.is_empty())..];
         let mut wh_name = WHITEOUT_PREFIX.to_vec();
         wh_name.extend_from_slice(name);
-        let wh = checkout::join(parent, &wh_name);
+        let wh = entry::join(parent, &wh_name);
         let node = Node {
             kind: NodeKind::File {
                 size: 0,

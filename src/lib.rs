@@ -11,21 +11,19 @@
 
 #![warn(missing_docs)]
 
-pub mod checkout;
 pub mod container;
 mod error;
 pub mod gc;
 pub mod image;
 mod layer;
-mod layertree;
 pub mod oci;
+mod rootfs;
 pub(crate) mod store;
 #[doc(hidden)]
 pub mod testing;
 mod util;
 pub mod verify;
 
-pub use checkout::CheckoutReport;
 pub use container::{Change, ChangeKind, CommitReport, ContainerInfo};
 pub use error::{Error, Result};
 pub use gc::{GcOptions, GcReport};
@@ -33,6 +31,7 @@ pub use image::{ExportFormat, ExportReport, ImageDetails, ImageSummary, ImportRe
 pub use layer::input::Compression;
 pub use layer::put::{LayerInfo, PutOptions};
 pub use layer::{GetInfo, LayerSummary, StoreStats};
+pub use rootfs::CheckoutReport;
 pub use store::chunker::ChunkParams;
 pub use store::digest::{ChunkId, Digest};
 pub use store::{FORMAT_VERSION, Store, StoreConfig};

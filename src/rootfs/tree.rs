@@ -1,22 +1,21 @@
 //! The root filesystem an image's layers describe, built in memory (paths,
 //! types, modes, owners, symlink targets, BLAKE3 of file contents) by
 //! streaming the layers once, with exactly the OCI semantics of
-//! [`crate::checkout`]: same path normalisation, same in-root symlink
+//! the applier (`rootfs::apply`): same path normalisation, same in-root symlink
 //! resolution, same whiteout, opaque and hard-link rules. Container diff
 //! and commit compare a container's directory against it, so they never
 //! need a second copy of the image on disk.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Read};
 
-use crate::checkout::{
-    MAX_DEPTH, Whiteout, bad_tar, display, entry_components, for_each_entry, join, whiteout,
-    with_ancestors,
-};
 use crate::error::{Error, Result};
+use crate::rootfs::entry::{
+    Whiteout, bad_tar, entry_components, for_each_entry, join, whiteout, with_ancestors,
+};
+use crate::rootfs::resolve::{self, Found, RootDirs};
 use crate::store::Store;
 use crate::store::digest::Digest;
-
 /// What is at a path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum NodeKind {
@@ -35,6 +34,18 @@ pub(crate) struct Node {
     pub mode: u32,
     pub uid: u64,
     pub gid: u64,
+}
+
+impl Node {
+    /// A directory made on the way to an entry (mode 0755, owned by root).
+    fn dir() -> Node {
+        Node {
+            kind: NodeKind::Dir,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+        }
+    }
 }
 
 /// An image's root filesystem: path (`a/b`, the root is ``) -> node.
@@ -77,92 +88,30 @@ pub(crate) fn parent_of(path: &[u8]) -> &[u8] {
 }
 
 impl Tree {
+    /// A tree holding only the root directory.
+    pub(crate) fn empty(owners: bool) -> Tree {
+        let mut nodes = BTreeMap::new();
+        nodes.insert(Vec::new(), Node::dir());
+        Tree { nodes, owners }
+    }
+
     /// The tree of `layers` applied in order, read from the store. `owners`
     /// says whether device nodes are kept (checkout only makes them as root).
     pub(crate) fn of_layers(store: &Store, layers: &[Digest], owners: bool) -> Result<Tree> {
-        let mut tree = Tree {
-            nodes: BTreeMap::new(),
-            owners,
-        };
-        tree.nodes.insert(
-            Vec::new(),
-            Node {
-                kind: NodeKind::Dir,
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-            },
-        );
+        let mut tree = Tree::empty(owners);
         for layer in layers {
             store.stream_layer(layer, |reader| tree.apply_layer(reader, layer))?;
         }
         Ok(tree)
     }
 
-    fn resolve(
+    /// Resolves a directory path in the tree (see `rootfs::resolve`).
+    pub(crate) fn resolve(
         &mut self,
         comps: &[Vec<u8>],
         create: bool,
     ) -> std::result::Result<Option<Vec<u8>>, String> {
-        let mut pending: VecDeque<Vec<u8>> = comps.iter().cloned().collect();
-        let mut stack: Vec<Vec<u8>> = Vec::new();
-        let mut hops = 0;
-        while let Some(c) = pending.pop_front() {
-            if c.is_empty() || c == b"." {
-                continue;
-            }
-            if c == b".." {
-                stack.pop();
-                continue;
-            }
-            if stack.len() >= MAX_DEPTH {
-                return Err(format!("path is more than {MAX_DEPTH} levels deep"));
-            }
-            let mut path = stack.clone();
-            path.push(c.clone());
-            let key = path.join(&b'/');
-            match self.nodes.get(&key).map(|n| &n.kind) {
-                None => {
-                    if !create {
-                        return Ok(None);
-                    }
-                    self.nodes.insert(
-                        key,
-                        Node {
-                            kind: NodeKind::Dir,
-                            mode: 0o755,
-                            uid: 0,
-                            gid: 0,
-                        },
-                    );
-                }
-                Some(NodeKind::Dir) => {}
-                Some(NodeKind::Symlink(target)) => {
-                    hops += 1;
-                    if hops > 40 {
-                        return Err("too many levels of symbolic links".into());
-                    }
-                    let target = target.clone();
-                    if target.starts_with(b"/") {
-                        stack.clear();
-                    }
-                    for part in target.split(|&b| b == b'/').rev() {
-                        if !part.is_empty() {
-                            pending.push_front(part.to_vec());
-                        }
-                    }
-                    continue;
-                }
-                Some(_) => {
-                    if !create {
-                        return Ok(None);
-                    }
-                    return Err(format!("{} is not a directory", display(&key)));
-                }
-            }
-            stack.push(c);
-        }
-        Ok(Some(stack.join(&b'/')))
+        Ok(resolve::resolve(self, comps, create)?.map(|r| r.path))
     }
 
     fn remove(&mut self, path: &[u8]) {
@@ -175,7 +124,7 @@ impl Tree {
         }
     }
 
-    fn apply_layer(&mut self, reader: &mut dyn Read, layer: &Digest) -> Result<()> {
+    pub(crate) fn apply_layer(&mut self, reader: &mut dyn Read, layer: &Digest) -> Result<()> {
         let mut touched: HashSet<Vec<u8>> = HashSet::new();
         for_each_entry(reader, layer, |entry, meta| {
             let refuse = |why: String| {
@@ -282,5 +231,46 @@ impl Tree {
             self.remove(path);
         }
         self.nodes.insert(path.to_vec(), node);
+    }
+}
+
+impl RootDirs for Tree {
+    /// Paths are keys: there is no handle to hold.
+    type Dir = ();
+
+    fn root_dir(&mut self) -> std::result::Result<(), String> {
+        Ok(())
+    }
+
+    fn reopen(&mut self, _path: &[Vec<u8>]) -> std::result::Result<(), String> {
+        Ok(())
+    }
+
+    fn lookup(
+        &mut self,
+        _dir: &(),
+        full: &[u8],
+        _name: &[u8],
+    ) -> std::result::Result<Found, String> {
+        Ok(match self.nodes.get(full).map(|n| &n.kind) {
+            None => Found::Missing,
+            Some(NodeKind::Dir) => Found::Dir,
+            Some(NodeKind::Symlink(target)) => Found::Symlink(target.clone()),
+            Some(_) => Found::Other,
+        })
+    }
+
+    fn make_dir(
+        &mut self,
+        _dir: &(),
+        full: &[u8],
+        _name: &[u8],
+    ) -> std::result::Result<(), String> {
+        self.nodes.insert(full.to_vec(), Node::dir());
+        Ok(())
+    }
+
+    fn enter(&mut self, _dir: &(), _name: &[u8]) -> std::result::Result<(), String> {
+        Ok(())
     }
 }
