@@ -32,20 +32,19 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, Timespec, Timestamps};
 use serde::Serialize;
-use serde_json::{Value, json};
 
 use crate::error::{Error, IoContext, Result};
-use crate::image::runnable_manifest;
+use crate::image::oci;
+use crate::image::{self, ChildImage, runnable_manifest};
 use crate::layer::put::{self, PutOptions, PutSession};
-use crate::oci;
 use crate::rootfs::entry::{self, OPAQUE_MARKER, WHITEOUT_PREFIX};
 use crate::rootfs::fsops::{remove_tree, running_as_root};
 use crate::rootfs::tree::{Node, NodeKind, Tree, children, parent_of};
 use crate::rootfs::{self, CheckoutReport};
 use crate::store::Store;
 use crate::store::digest::Digest;
-use crate::store::index::{ContainerRow, ManifestLayer, ManifestRecord, NewImport};
-use crate::util::clock::{now, rfc3339};
+use crate::store::index::{ContainerRow, NewImport};
+use crate::util::clock::now;
 use crate::util::pipe::pipe;
 
 /// A container, as listed.
@@ -961,41 +960,6 @@ fn write_layer<W: Write>(cmp: &Comparison, out: W) -> Result<(W, Counts)> {
     Ok((out, counts))
 }
 
-/// The old config with the new layer appended.
-fn new_config(old: &[u8], diff_id: &Digest, container: &str, created: i64) -> Result<Vec<u8>> {
-    let mut config: Value = serde_json::from_slice(old)
-        .map_err(|e| Error::corrupt(format!("stored image config: {e}")))?;
-    let Some(obj) = config.as_object_mut() else {
-        return Err(Error::corrupt("stored image config is not a JSON object"));
-    };
-    let when = rfc3339(created);
-    obj.insert("created".into(), json!(when));
-    let rootfs = obj
-        .entry("rootfs")
-        .or_insert_with(|| json!({"type": "layers", "diff_ids": []}));
-    let Some(diff_ids) = rootfs.get_mut("diff_ids").and_then(Value::as_array_mut) else {
-        return Err(Error::corrupt("stored image config has no rootfs.diff_ids"));
-    };
-    let old_layers = diff_ids.len();
-    diff_ids.push(json!(diff_id.to_string()));
-    let entry = json!({
-        "created": when,
-        "created_by": format!("layerstore container commit {container}"),
-        "comment": "changes of a layerstore container",
-    });
-    match obj.get_mut("history").and_then(Value::as_array_mut) {
-        Some(history) => history.push(entry),
-        None => {
-            let mut history: Vec<Value> = (0..old_layers)
-                .map(|_| json!({"comment": "layer of the base image"}))
-                .collect();
-            history.push(entry);
-            obj.insert("history".into(), Value::Array(history));
-        }
-    }
-    serde_json::to_vec(&config).map_err(|e| Error::corrupt(format!("encoding config: {e}")))
-}
-
 pub(crate) fn commit(store: &Store, name: &str, new_image: &str) -> Result<CommitReport> {
     oci::check_image_name(new_image)?;
     let (row, cmp) = compare(store, name)?;
@@ -1038,44 +1002,22 @@ pub(crate) fn commit(store: &Store, name: &str, new_image: &str) -> Result<Commi
     let mut prepared = prepared;
     let diff_id = prepared.info.digest;
     let size = prepared.info.size;
-    let created = now();
-    let config = new_config(&old_config, &diff_id, name, created)?;
-    let config_digest = Digest::of(&config);
-    let mut layers: Vec<ManifestLayer> = record
-        .layers
-        .iter()
-        .map(|l| ManifestLayer {
-            diff_id: l.diff_id,
-            size: l.size,
-            media_type: oci::MT_OCI_LAYER_TAR.to_string(),
-            blob_digest: l.diff_id,
-            blob_size: l.size,
-        })
-        .collect();
-    layers.push(ManifestLayer {
-        diff_id,
-        size,
-        media_type: oci::MT_OCI_LAYER_TAR.to_string(),
-        blob_digest: diff_id,
-        blob_size: size,
-    });
-    let descriptors: Vec<Value> = layers
-        .iter()
-        .map(|l| json!({"mediaType": l.media_type, "digest": l.blob_digest.to_string(), "size": l.blob_size}))
-        .collect();
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": oci::MT_OCI_MANIFEST,
-        "config": {"mediaType": oci::MT_OCI_CONFIG, "digest": config_digest.to_string(), "size": config.len()},
-        "layers": descriptors,
-        "annotations": {
-            "org.opencontainers.image.base.digest": row.manifest.to_string(),
-            "org.opencontainers.image.base.name": row.image,
-        },
-    });
-    let manifest = serde_json::to_vec(&manifest)
-        .map_err(|e| Error::corrupt(format!("encoding manifest: {e}")))?;
-    let manifest_digest = Digest::of(&manifest);
+    let child = image::child_image(
+        &record,
+        &old_config,
+        &row.image,
+        &row.manifest,
+        (diff_id, size),
+        &format!("layerstore container commit {name}"),
+        now(),
+    )?;
+    let ChildImage {
+        config,
+        config_digest,
+        manifest,
+        manifest_digest,
+        record: new_record,
+    } = child;
     let added_bytes = prepared.info.added_bytes;
     let import = NewImport {
         puts: vec![(prepared.packs.as_slice(), &prepared.layer)],
@@ -1083,12 +1025,7 @@ pub(crate) fn commit(store: &Store, name: &str, new_image: &str) -> Result<Commi
             (config_digest, oci::MT_OCI_CONFIG.to_string(), config),
             (manifest_digest, oci::MT_OCI_MANIFEST.to_string(), manifest),
         ],
-        manifests: vec![ManifestRecord {
-            digest: manifest_digest,
-            config: config_digest,
-            platform: record.platform.clone(),
-            layers,
-        }],
+        manifests: vec![new_record],
         index_children: Vec::new(),
         names: vec![(new_image.to_string(), manifest_digest)],
     };
@@ -1163,21 +1100,5 @@ mod tests {
         for bad in ["", "-x", ".x", "a/b", "a b", "../x", &"x".repeat(129)] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn config_gets_layer_and_history() {
-        let d = Digest::of(b"x");
-        let out = new_config(
-            br#"{"rootfs":{"type":"layers","diff_ids":["a"]}}"#,
-            &d,
-            "c",
-            0,
-        )
-        .unwrap();
-        let v: Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v["rootfs"]["diff_ids"], json!(["a", d.to_string()]));
-        assert_eq!(v["history"].as_array().unwrap().len(), 2);
-        assert!(new_config(b"[]", &d, "c", 0).is_err());
     }
 }

@@ -16,7 +16,6 @@ mod error;
 pub mod gc;
 pub mod image;
 mod layer;
-pub mod oci;
 mod rootfs;
 pub(crate) mod store;
 #[doc(hidden)]

@@ -80,14 +80,14 @@ pub fn decompress(data: &[u8]) {
 
 /// OCI index, manifest and config parsing, and docker `manifest.json`.
 pub fn oci_documents(data: &[u8]) {
-    let _ = crate::oci::parse_index(data, "fuzz");
-    let _ = crate::oci::parse_manifest(data, "fuzz");
-    let _ = crate::oci::parse_config(data, "fuzz");
-    let _ = crate::oci::parse_docker_manifest(data, "fuzz");
+    let _ = crate::image::oci::parse_index(data, "fuzz");
+    let _ = crate::image::oci::parse_manifest(data, "fuzz");
+    let _ = crate::image::oci::parse_config(data, "fuzz");
+    let _ = crate::image::oci::parse_docker_manifest(data, "fuzz");
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = crate::oci::normalize_path(text, "fuzz");
+        let _ = crate::image::oci::normalize_path(text, "fuzz");
         if let Some((a, b)) = text.split_once('\n') {
-            let _ = crate::oci::resolve_link(a, b, "fuzz");
+            let _ = crate::image::oci::resolve_link(a, b, "fuzz");
         }
     }
 }

@@ -155,6 +155,10 @@ pub struct ImageIndex {
     pub schema_version: u32,
     /// Media type, if stated.
     #[serde(rename = "mediaType", default)]
+    #[expect(
+        dead_code,
+        reason = "parsed so that an index whose mediaType is not a string is refused"
+    )]
     pub media_type: Option<String>,
     /// Entries.
     pub manifests: Vec<Descriptor>,

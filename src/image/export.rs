@@ -1,0 +1,421 @@
+//! Export: OCI layouts and docker archives written beside the target and
+//! renamed into place, layers exactly as stored; manifests whose layers
+//! were compressed are rewritten to describe them uncompressed.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use super::MAX_INDEX_DEPTH;
+use super::query::manifests_of;
+use crate::error::{Error, IoContext, Result};
+use crate::image::oci::{self, BlobKind, Descriptor};
+use crate::image::*;
+use crate::store::Store;
+use crate::store::digest::Digest;
+use crate::store::index::Index;
+
+/// Writes layouts: each blob once, under blobs/sha256.
+pub(super) struct LayoutWriter<'a> {
+    store: &'a Store,
+    index: &'a Index,
+    root: PathBuf,
+    written: HashSet<Digest>,
+}
+
+impl LayoutWriter<'_> {
+    pub(super) fn blob_file(&self, digest: &Digest) -> PathBuf {
+        self.root.join(oci::blob_path(digest))
+    }
+
+    pub(super) fn write_bytes(&mut self, digest: Digest, bytes: &[u8]) -> Result<()> {
+        if self.written.insert(digest) {
+            let path = self.blob_file(&digest);
+            fs::write(&path, bytes).context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn write_layer(&mut self, diff_id: Digest) -> Result<()> {
+        if self.written.insert(diff_id) {
+            let path = self.blob_file(&diff_id);
+            self.store.get_layer_to_path(&diff_id, &path, None)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn stored_blob(&self, digest: &Digest) -> Result<(String, Vec<u8>)> {
+        self.index.blob(digest)?.ok_or_else(|| {
+            Error::corrupt(format!("document {digest} is referenced but not stored"))
+        })
+    }
+
+    /// Writes a manifest or index and everything below it; returns the
+    /// descriptor to reference it by and why it changed, if it did.
+    pub(super) fn write_target(
+        &mut self,
+        digest: &Digest,
+        depth: usize,
+    ) -> Result<(Descriptor, Option<String>)> {
+        let (media_type, bytes) = self.stored_blob(digest)?;
+        let (new_bytes, note) = match oci::blob_kind(&media_type) {
+            BlobKind::Manifest => self.write_manifest(digest, bytes)?,
+            BlobKind::Index if depth <= MAX_INDEX_DEPTH => {
+                let mut doc: Value = serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::corrupt(format!("stored index {digest}: {e}")))?;
+                let mut note = None;
+                if let Some(entries) = doc.get_mut("manifests").and_then(Value::as_array_mut) {
+                    for entry in entries {
+                        let Some(child) = entry
+                            .get("digest")
+                            .and_then(Value::as_str)
+                            .and_then(|d| Digest::parse(d).ok())
+                        else {
+                            continue;
+                        };
+                        let (desc, child_note) = self.write_target(&child, depth + 1)?;
+                        if child_note.is_some() {
+                            entry["digest"] = json!(desc.digest);
+                            entry["size"] = json!(desc.size);
+                            entry["mediaType"] = json!(desc.media_type);
+                            note = child_note;
+                        }
+                    }
+                }
+                match note {
+                    Some(n) => (
+                        serde_json::to_vec(&doc)
+                            .map_err(|e| Error::corrupt(format!("encoding index: {e}")))?,
+                        Some(n),
+                    ),
+                    None => (bytes, None),
+                }
+            }
+            _ => (bytes, None),
+        };
+        let new_digest = Digest::of(&new_bytes);
+        self.write_bytes(new_digest, &new_bytes)?;
+        let mut out_type = media_type;
+        if note.is_some() && oci::blob_kind(&out_type) == BlobKind::Manifest {
+            out_type = oci::MT_OCI_MANIFEST.to_string();
+        }
+        if note.is_some() && oci::blob_kind(&out_type) == BlobKind::Index {
+            out_type = serde_json::from_slice::<Value>(&new_bytes)
+                .ok()
+                .and_then(|v| {
+                    v.get("mediaType")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+                .unwrap_or(out_type);
+        }
+        Ok((
+            Descriptor {
+                media_type: out_type,
+                digest: new_digest.to_string(),
+                size: new_bytes.len() as i64,
+                annotations: None,
+                platform: None,
+            },
+            note,
+        ))
+    }
+
+    pub(super) fn write_manifest(
+        &mut self,
+        digest: &Digest,
+        bytes: Vec<u8>,
+    ) -> Result<(Vec<u8>, Option<String>)> {
+        let record = self
+            .index
+            .manifest(digest)?
+            .ok_or_else(|| Error::corrupt(format!("manifest {digest} has no layer records")))?;
+        let (_, config) = self.stored_blob(&record.config)?;
+        self.write_bytes(record.config, &config)?;
+        let mut rewritten = Vec::new();
+        for (i, layer) in record.layers.iter().enumerate() {
+            self.write_layer(layer.diff_id)?;
+            if !oci::is_uncompressed_layer(&layer.media_type) || layer.blob_digest != layer.diff_id
+            {
+                rewritten.push(i);
+            }
+        }
+        if rewritten.is_empty() {
+            return Ok((bytes, None));
+        }
+        // The original compressed blobs cannot be reproduced byte for byte:
+        // describe the exact uncompressed layers instead.
+        let mut doc: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::corrupt(format!("stored manifest {digest}: {e}")))?;
+        doc["mediaType"] = json!(oci::MT_OCI_MANIFEST);
+        if doc["config"]["mediaType"] == json!(oci::MT_DOCKER_CONFIG) {
+            doc["config"]["mediaType"] = json!(oci::MT_OCI_CONFIG);
+        }
+        for &i in &rewritten {
+            let layer = &record.layers[i];
+            let size = self
+                .index
+                .layer(&layer.diff_id)?
+                .map(|l| l.size)
+                .unwrap_or(0);
+            let entry = &mut doc["layers"][i];
+            entry["mediaType"] = json!(oci::MT_OCI_LAYER_TAR);
+            entry["digest"] = json!(layer.diff_id.to_string());
+            entry["size"] = json!(size);
+        }
+        let out = serde_json::to_vec(&doc)
+            .map_err(|e| Error::corrupt(format!("encoding manifest: {e}")))?;
+        Ok((
+            out,
+            Some(format!(
+                "{} compressed layer(s) written uncompressed (the original compressed blobs are not kept byte for byte)",
+                rewritten.len()
+            )),
+        ))
+    }
+}
+
+pub(super) fn export(
+    store: &Store,
+    names: &[String],
+    format: ExportFormat,
+    out: &Path,
+) -> Result<ExportReport> {
+    if names.is_empty() {
+        return Err(Error::invalid("export", "no image names given"));
+    }
+    if out.exists() {
+        let empty_dir = out.is_dir()
+            && fs::read_dir(out)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+        if !empty_dir {
+            return Err(Error::invalid(
+                out.display().to_string(),
+                "already exists; choose a new path",
+            ));
+        }
+    }
+    let index = store.index()?;
+    let mut targets = Vec::new();
+    for name in names {
+        let digest = index
+            .image_target(name)?
+            .ok_or_else(|| Error::not_found(format!("image {name:?}")))?;
+        targets.push((name.clone(), digest));
+    }
+    let tmp = crate::util::fs::temp_sibling(out);
+    let result = match format {
+        ExportFormat::Oci => export_oci(store, &index, &targets, &tmp),
+        ExportFormat::DockerArchive => export_docker(store, &index, &targets, &tmp),
+    };
+    let images = match result {
+        Ok(images) => images,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp).or_else(|_| fs::remove_file(&tmp));
+            return Err(e);
+        }
+    };
+    if out.is_dir() {
+        fs::remove_dir(out).context(|| format!("replacing empty directory {}", out.display()))?;
+    }
+    fs::rename(&tmp, out).context(|| format!("renaming export to {}", out.display()))?;
+    Ok(ExportReport {
+        path: out.to_path_buf(),
+        format,
+        images,
+    })
+}
+
+pub(super) fn export_oci(
+    store: &Store,
+    index: &Index,
+    targets: &[(String, Digest)],
+    dir: &Path,
+) -> Result<Vec<ExportedImage>> {
+    fs::create_dir_all(dir.join("blobs/sha256"))
+        .context(|| format!("creating {}", dir.display()))?;
+    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .context(|| format!("writing {}/oci-layout", dir.display()))?;
+    let mut writer = LayoutWriter {
+        store,
+        index,
+        root: dir.to_path_buf(),
+        written: HashSet::new(),
+    };
+    let mut entries = Vec::new();
+    let mut images = Vec::new();
+    for (name, digest) in targets {
+        let (mut desc, note) = writer.write_target(digest, 0)?;
+        let mut annotations = BTreeMap::new();
+        annotations.insert(oci::ANNOTATION_REF_NAME.to_string(), name.clone());
+        desc.annotations = Some(annotations);
+        let exported = desc.parsed_digest("export")?;
+        images.push(ExportedImage {
+            name: name.clone(),
+            stored_digest: *digest,
+            exported_digest: exported,
+            digest_changed: exported != *digest,
+            note,
+        });
+        entries.push(desc);
+    }
+    let top = json!({"schemaVersion": 2, "mediaType": oci::MT_OCI_INDEX, "manifests": entries});
+    let bytes = serde_json::to_vec_pretty(&top)
+        .map_err(|e| Error::corrupt(format!("encoding index.json: {e}")))?;
+    fs::write(dir.join("index.json"), bytes)
+        .context(|| format!("writing {}/index.json", dir.display()))?;
+    Ok(images)
+}
+
+/// Minimal streaming tar writer for docker archives: ustar headers, data
+/// written straight from the store, padding, end blocks.
+pub(super) struct TarOut {
+    out: io::BufWriter<File>,
+    name: String,
+}
+
+impl TarOut {
+    pub(super) fn header(&mut self, path: &str, size: u64, kind: tar::EntryType) -> Result<()> {
+        let mut header = tar::Header::new_ustar();
+        header
+            .set_path(path)
+            .map_err(|e| Error::io(format!("writing {}: entry {path}", self.name), e))?;
+        header.set_size(size);
+        header.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        header.set_entry_type(kind);
+        header.set_mtime(0);
+        header.set_cksum();
+        self.out
+            .write_all(header.as_bytes())
+            .context(|| format!("writing {}", self.name))
+    }
+
+    pub(super) fn pad(&mut self, size: u64) -> Result<()> {
+        let pad = crate::store::tarscan::padding(size) as usize;
+        self.out
+            .write_all(&[0u8; 512][..pad])
+            .context(|| format!("writing {}", self.name))
+    }
+
+    pub(super) fn file(&mut self, path: &str, bytes: &[u8]) -> Result<()> {
+        self.header(path, bytes.len() as u64, tar::EntryType::Regular)?;
+        self.out
+            .write_all(bytes)
+            .context(|| format!("writing {}", self.name))?;
+        self.pad(bytes.len() as u64)
+    }
+}
+
+pub(super) fn export_docker(
+    store: &Store,
+    index: &Index,
+    targets: &[(String, Digest)],
+    path: &Path,
+) -> Result<Vec<ExportedImage>> {
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .context(|| format!("creating {}", path.display()))?;
+    let mut tar = TarOut {
+        out: io::BufWriter::with_capacity(1 << 20, file),
+        name: path.display().to_string(),
+    };
+    let mut written: HashSet<String> = HashSet::new();
+    let mut entries: Vec<Value> = Vec::new();
+    let mut by_config: HashMap<Digest, usize> = HashMap::new();
+    let mut images = Vec::new();
+    for (name, digest) in targets {
+        let manifests = manifests_of(index, digest)?;
+        let chosen = manifests
+            .iter()
+            .find(|m| m.platform.as_deref() == Some("linux/amd64"))
+            .or_else(|| manifests.first())
+            .ok_or_else(|| Error::corrupt(format!("image {name:?} has no manifest")))?;
+        let note = (manifests.len() > 1).then(|| {
+            format!(
+                "docker archives hold one platform: wrote {} of {} manifests",
+                chosen
+                    .platform
+                    .clone()
+                    .unwrap_or_else(|| chosen.digest.to_string()),
+                manifests.len()
+            )
+        });
+        let (_, config) = index
+            .blob(&chosen.config)?
+            .ok_or_else(|| Error::corrupt(format!("config {} is not stored", chosen.config)))?;
+        let config_path = format!("{}.json", chosen.config.hex());
+        if written.insert(config_path.clone()) {
+            tar.file(&config_path, &config)?;
+        }
+        let mut layer_paths = Vec::new();
+        for layer in &chosen.layers {
+            let dir = layer.diff_id.hex();
+            let layer_path = format!("{dir}/layer.tar");
+            if written.insert(layer_path.clone()) {
+                let row = index
+                    .layer(&layer.diff_id)?
+                    .ok_or_else(|| Error::not_found(format!("layer {}", layer.diff_id)))?;
+                tar.header(&format!("{dir}/"), 0, tar::EntryType::Directory)?;
+                tar.header(&layer_path, row.size, tar::EntryType::Regular)?;
+                store.get_layer(&layer.diff_id, &mut tar.out)?;
+                tar.pad(row.size)?;
+            }
+            layer_paths.push(layer_path);
+        }
+        let tag = docker_tag(name);
+        match by_config.get(&chosen.config) {
+            Some(&i) if entries[i]["Layers"] == json!(layer_paths) => {
+                if let (Some(tag), Some(tags)) = (tag, entries[i]["RepoTags"].as_array_mut()) {
+                    tags.push(json!(tag));
+                }
+            }
+            _ => {
+                by_config.insert(chosen.config, entries.len());
+                entries.push(json!({"Config": config_path, "RepoTags": tag.into_iter().collect::<Vec<_>>(), "Layers": layer_paths}));
+            }
+        }
+        images.push(ExportedImage {
+            name: name.clone(),
+            stored_digest: *digest,
+            exported_digest: chosen.digest,
+            digest_changed: false,
+            note,
+        });
+    }
+    let manifest = serde_json::to_vec(&entries)
+        .map_err(|e| Error::corrupt(format!("encoding manifest.json: {e}")))?;
+    tar.file("manifest.json", &manifest)?;
+    tar.out
+        .write_all(&[0u8; 1024])
+        .context(|| format!("writing {}", tar.name))?;
+    let file = tar
+        .out
+        .into_inner()
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e.into_error()))?;
+    file.sync_all()
+        .context(|| format!("syncing {}", path.display()))?;
+    Ok(images)
+}
+
+/// A docker RepoTag for an image name (`repo:tag`), or None for a digest name.
+pub(super) fn docker_tag(name: &str) -> Option<String> {
+    if name.starts_with("sha256:") {
+        return None;
+    }
+    let last = name.rsplit('/').next().unwrap_or(name);
+    Some(if last.contains(':') {
+        name.to_string()
+    } else {
+        format!("{name}:latest")
+    })
+}
