@@ -1,0 +1,230 @@
+//! A container's life: checkout of an image into a directory, create
+//! (a checkout or reflink clone under `containers/`, recorded in the index
+//! with its manifest), list, get, remove, and gc of directories no
+//! container row owns.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use super::share::{clone_tree, ensure_base, reflink_supported};
+use super::{ContainerInfo, check_name, checkouts_dir, containers_dir, info, not_found};
+use crate::error::{Error, IoContext, Result};
+use crate::image::runnable_manifest;
+use crate::rootfs::fsops::{remove_tree, running_as_root};
+use crate::rootfs::{self, CheckoutReport};
+use crate::store::Store;
+use crate::store::digest::Digest;
+use crate::store::index::ContainerRow;
+use crate::util::clock::now;
+
+pub(super) fn checkout(store: &Store, image: &str, dir: &Path) -> Result<CheckoutReport> {
+    let record = runnable_manifest(&store.index()?, image)?;
+    let existed = dir.exists();
+    rootfs::prepare_empty_dir(dir)?;
+    let owners = running_as_root();
+    let layers: Vec<Digest> = record.layers.iter().map(|l| l.diff_id).collect();
+    match rootfs::apply_layers(store, &layers, dir, owners) {
+        Ok(applier) => Ok(CheckoutReport {
+            image: image.to_string(),
+            manifest: record.digest,
+            path: dir.to_path_buf(),
+            layers: layers.len() as u64,
+            entries: applier.entries,
+            whiteouts: applier.whiteouts,
+            owners_applied: owners,
+            warnings: applier.warnings,
+        }),
+        Err(e) => {
+            // Leave nothing half-written behind.
+            if existed {
+                if let Ok(list) = fs::read_dir(dir) {
+                    for entry in list.flatten() {
+                        let _ = remove_tree(&entry.path());
+                    }
+                }
+            } else {
+                let _ = remove_tree(dir);
+            }
+            Err(e)
+        }
+    }
+}
+
+// ---------------------------------------------------------------- sharing
+
+pub(super) fn create(store: &Store, image: &str, name: Option<&str>) -> Result<ContainerInfo> {
+    let record = runnable_manifest(&store.index()?, image)?;
+    let id = crate::util::fs::random_hex(8);
+    let name = match name {
+        Some(n) => {
+            check_name(n)?;
+            n.to_string()
+        }
+        None => id[..12].to_string(),
+    };
+    if store.index()?.container(&name)?.is_some() {
+        return Err(Error::invalid(
+            format!("container {name:?}"),
+            "a container of that name already exists",
+        ));
+    }
+    let dir = containers_dir(store);
+    fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(format!(".tmp-{id}"));
+    let owners = running_as_root();
+    let layers: Vec<Digest> = record.layers.iter().map(|l| l.diff_id).collect();
+    let result = (|| -> Result<ContainerInfo> {
+        fs::create_dir(&tmp).context(|| format!("creating {}", tmp.display()))?;
+        let root = tmp.join("rootfs");
+        rootfs::prepare_empty_dir(&root)?;
+        let mut attempts = 0;
+        let (sharing, _lock) = if reflink_supported(&dir) {
+            loop {
+                attempts += 1;
+                let base = ensure_base(store, &record.digest, &layers, owners)?;
+                // gc deletes unused base checkouts under the exclusive lock:
+                // hold it shared until the container is recorded.
+                let lock = store.lock(crate::store::LockMode::Shared)?;
+                if base.is_dir() {
+                    clone_tree(&base, &root, owners)?;
+                    break ("reflink", Some(lock));
+                }
+                if attempts >= 3 {
+                    return Err(Error::io(
+                        format!("cloning {}", base.display()),
+                        io::Error::other("the image checkout keeps being removed by gc"),
+                    ));
+                }
+            }
+        } else {
+            rootfs::apply_layers(store, &layers, &root, owners)?;
+            ("copy", None)
+        };
+        let row = ContainerRow {
+            name: name.clone(),
+            id: id.clone(),
+            image: image.to_string(),
+            manifest: record.digest,
+            created: now(),
+            owners,
+            sharing: sharing.to_string(),
+        };
+        let final_dir = dir.join(&id);
+        fs::rename(&tmp, &final_dir).context(|| format!("renaming to {}", final_dir.display()))?;
+        if let Err(e) = store.index()?.insert_container(&row) {
+            let _ = fs::rename(&final_dir, &tmp);
+            return Err(e);
+        }
+        Ok(info(store, row))
+    })();
+    if result.is_err() {
+        let _ = remove_tree(&tmp);
+    }
+    result
+}
+
+pub(super) fn list(store: &Store) -> Result<Vec<ContainerInfo>> {
+    Ok(store
+        .index()?
+        .containers()?
+        .into_iter()
+        .map(|row| info(store, row))
+        .collect())
+}
+
+pub(super) fn get(store: &Store, name: &str) -> Result<ContainerInfo> {
+    let row = store
+        .index()?
+        .container(name)?
+        .ok_or_else(|| not_found(name))?;
+    Ok(info(store, row))
+}
+
+pub(super) fn remove(store: &Store, name: &str) -> Result<()> {
+    let mut index = store.index()?;
+    let row = index.container(name)?.ok_or_else(|| not_found(name))?;
+    let dir = containers_dir(store).join(&row.id);
+    let trash = containers_dir(store).join(format!(".rm-{}", row.id));
+    let moved = dir.exists();
+    if moved {
+        fs::rename(&dir, &trash).context(|| format!("moving {} aside", dir.display()))?;
+    }
+    match index.remove_container(name) {
+        Ok(true) => {}
+        Ok(false) => {
+            if moved {
+                let _ = fs::rename(&trash, &dir);
+            }
+            return Err(not_found(name));
+        }
+        Err(e) => {
+            if moved {
+                let _ = fs::rename(&trash, &dir);
+            }
+            return Err(e);
+        }
+    }
+    remove_tree(&trash)
+}
+
+/// gc's part: removes base checkouts no container uses, directories of
+/// removed containers, and leftovers of interrupted creates older than a
+/// day. Called with the store lock held exclusively. Returns how many
+/// directories went (or would go).
+pub(crate) fn collect_garbage(store: &Store, dry_run: bool) -> Result<u64> {
+    let rows = store.index()?.containers()?;
+    let used: HashSet<String> = rows.iter().map(|r| r.manifest.hex().to_string()).collect();
+    let ids: HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let stale = |path: &Path| {
+        fs::symlink_metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age.as_secs() > 24 * 3600)
+    };
+    let mut doomed = Vec::new();
+    if let Ok(list) = fs::read_dir(checkouts_dir(store)) {
+        for entry in list.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let keep = if name.starts_with(".tmp-") {
+                !stale(&entry.path())
+            } else {
+                used.contains(&name)
+            };
+            if !keep {
+                doomed.push(entry.path());
+            }
+        }
+    }
+    if let Ok(list) = fs::read_dir(containers_dir(store)) {
+        for entry in list.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let keep = if name.starts_with(".rm-") {
+                false
+            } else if name.starts_with(".tmp-") || name.starts_with(".reflink-probe-") {
+                !stale(&entry.path())
+            } else {
+                // A directory whose container is not recorded is a create
+                // that was interrupted between rename and commit.
+                ids.contains(name.as_str()) || !stale(&entry.path())
+            };
+            if !keep {
+                doomed.push(entry.path());
+            }
+        }
+    }
+    if !dry_run {
+        for path in &doomed {
+            if path.is_dir() {
+                remove_tree(path)?;
+            } else {
+                let _ = fs::remove_file(path);
+            }
+        }
+    }
+    Ok(doomed.len() as u64)
+}
+
+// ---------------------------------------------------------------- diff
