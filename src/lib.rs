@@ -13,26 +13,25 @@
 
 pub mod container;
 mod error;
-pub mod gc;
 pub mod image;
 mod layer;
+mod maintenance;
 mod rootfs;
 pub(crate) mod store;
 #[doc(hidden)]
 pub mod testing;
 mod util;
-pub mod verify;
 
 pub use container::{Change, ChangeKind, CommitReport, ContainerInfo};
 pub use error::{Error, Result};
-pub use gc::{GcOptions, GcReport};
 pub use image::{ExportFormat, ExportReport, ImageDetails, ImageSummary, ImportReport};
 pub use layer::input::Compression;
 pub use layer::put::{LayerInfo, PutOptions};
 pub use layer::{GetInfo, LayerSummary, StoreStats};
+pub use maintenance::{GcOptions, GcReport};
+pub use maintenance::{Problem, VerifyOptions, VerifyReport};
 pub use rootfs::CheckoutReport;
 pub use store::chunker::ChunkParams;
 pub use store::digest::{ChunkId, Digest};
 pub use store::{FORMAT_VERSION, Store, StoreConfig};
 pub use util::clock::rfc3339;
-pub use verify::{Problem, VerifyOptions, VerifyReport};
