@@ -7,29 +7,34 @@
 //! recipe. Every `get` returns the exact bytes that were put, checked
 //! against the BLAKE3 of each chunk and the sha256 DiffID of the layer.
 //!
-//! Start with [`Store`].
+//! Start with [`Store`]: every operation is a method on it, each added by
+//! the module that owns it (layers, images, root filesystems, containers,
+//! maintenance) above the storage core. The source layout and its rules
+//! are in `docs/DESIGN.md`; the on-disk format in `docs/FORMAT.md`.
 
-#![warn(missing_docs)]
+#![warn(missing_docs, unnameable_types)]
 
-pub mod container;
+mod container;
 mod error;
-pub mod image;
+mod image;
 mod layer;
 mod maintenance;
 mod rootfs;
-pub(crate) mod store;
+mod store;
 #[doc(hidden)]
 pub mod testing;
 mod util;
 
 pub use container::{Change, ChangeKind, CommitReport, ContainerInfo};
 pub use error::{Error, Result};
-pub use image::{ExportFormat, ExportReport, ImageDetails, ImageSummary, ImportReport};
+pub use image::{
+    ExportFormat, ExportReport, ExportedImage, ImageDetails, ImageLayer, ImageManifestDetails,
+    ImageSummary, ImportReport, ImportedImage,
+};
 pub use layer::input::Compression;
 pub use layer::put::{LayerInfo, PutOptions};
 pub use layer::{GetInfo, LayerSummary, StoreStats};
-pub use maintenance::{GcOptions, GcReport};
-pub use maintenance::{Problem, VerifyOptions, VerifyReport};
+pub use maintenance::{GcOptions, GcReport, Problem, VerifyOptions, VerifyReport};
 pub use rootfs::CheckoutReport;
 pub use store::chunker::ChunkParams;
 pub use store::digest::{ChunkId, Digest};

@@ -1,0 +1,183 @@
+//! Root filesystem and container commands: checkout, container create,
+//! ls, path, diff, rm, commit.
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use layerstore::Store;
+
+use crate::output::{human, print_json, utc};
+
+#[derive(Subcommand)]
+pub(crate) enum ContainerCommand {
+    /// Create a container: a directory with the image's root filesystem.
+    Create {
+        /// Image name.
+        image: String,
+        /// Container name (default: a random id).
+        #[arg(long)]
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List containers.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the directory of a container's root filesystem.
+    Path {
+        /// Container name.
+        name: String,
+    },
+    /// List paths added (A), changed (C) and deleted (D) against the image.
+    Diff {
+        /// Container name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove containers (their images stay).
+    Rm {
+        /// Container names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Store a container's changes as a new layer and image NEWIMAGE.
+    Commit {
+        /// Container name.
+        name: String,
+        /// Name of the new image.
+        new_image: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(crate) fn checkout(
+    store: &Store,
+    image: &str,
+    dir: &std::path::Path,
+    json: bool,
+) -> Result<()> {
+    let report = store
+        .checkout(image, dir)
+        .with_context(|| format!("checking out {image} into {}", dir.display()))?;
+    for w in &report.warnings {
+        eprintln!("layerstore: warning: {w}");
+    }
+    if json {
+        return print_json(&report);
+    }
+    println!("{}", report.path.display());
+    eprintln!(
+        "checked out {} ({}): {} layer(s), {} entries, {} whiteout(s){}",
+        report.image,
+        report.manifest,
+        report.layers,
+        report.entries,
+        report.whiteouts,
+        if report.owners_applied {
+            ""
+        } else {
+            " (ownership not applied: not root)"
+        }
+    );
+    Ok(())
+}
+
+pub(crate) fn container(store: &Store, cmd: ContainerCommand) -> Result<()> {
+    match cmd {
+        ContainerCommand::Create { image, name, json } => {
+            let c = store
+                .create_container(&image, name.as_deref())
+                .with_context(|| format!("creating a container of {image}"))?;
+            if json {
+                return print_json(&c);
+            }
+            println!("{}", c.name);
+            eprintln!("root filesystem: {} ({})", c.path.display(), c.sharing);
+            Ok(())
+        }
+        ContainerCommand::Ls { json } => {
+            let list = store.containers()?;
+            if json {
+                return print_json(&list);
+            }
+            println!(
+                "{:<20}  {:<30}  {:<20}  {:<8}  PATH",
+                "NAME", "IMAGE", "CREATED", "SHARING"
+            );
+            for c in list {
+                println!(
+                    "{:<20}  {:<30}  {:<20}  {:<8}  {}",
+                    c.name,
+                    c.image,
+                    utc(c.created),
+                    c.sharing,
+                    c.path.display()
+                );
+            }
+            Ok(())
+        }
+        ContainerCommand::Path { name } => {
+            println!("{}", store.container(&name)?.path.display());
+            Ok(())
+        }
+        ContainerCommand::Diff { name, json } => {
+            let changes = store
+                .container_diff(&name)
+                .with_context(|| format!("diff of container {name}"))?;
+            if json {
+                return print_json(&changes);
+            }
+            for c in changes {
+                let letter = match c.kind {
+                    layerstore::ChangeKind::Added => 'A',
+                    layerstore::ChangeKind::Changed => 'C',
+                    layerstore::ChangeKind::Deleted => 'D',
+                };
+                println!("{letter} {}", c.path);
+            }
+            Ok(())
+        }
+        ContainerCommand::Rm { names } => {
+            for name in &names {
+                store.container(name)?;
+            }
+            for name in names {
+                store
+                    .remove_container(&name)
+                    .with_context(|| format!("removing container {name}"))?;
+                println!("{name}");
+            }
+            Ok(())
+        }
+        ContainerCommand::Commit {
+            name,
+            new_image,
+            json,
+        } => {
+            let report = store
+                .commit_container(&name, &new_image)
+                .with_context(|| format!("committing container {name} as {new_image}"))?;
+            if json {
+                return print_json(&report);
+            }
+            println!("{}\t{}", report.image, report.manifest);
+            eprintln!(
+                "new layer {} ({}): {} added, {} changed, {} deleted; store grew by {}",
+                report.layer,
+                human(report.layer_size),
+                report.added,
+                report.changed,
+                report.deleted,
+                human(report.added_bytes)
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Image commands: import, ls, inspect, tag, rm, export.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use layerstore::{ExportFormat, Store};
+
+use crate::output::{human, print_json};
+
+#[derive(Subcommand)]
+pub(crate) enum ImageCommand {
+    /// Import an OCI image layout (directory or tar) or a `docker save` archive.
+    Import {
+        /// Layout directory, layout tar, or docker archive.
+        path: PathBuf,
+        /// Name for the image (overrides the names in the archive; single image only).
+        #[arg(long)]
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List images.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show an image's manifests, config and layers.
+    Inspect {
+        /// Image name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give an image another name.
+    Tag {
+        /// Existing name.
+        src: String,
+        /// New name.
+        dst: String,
+    },
+    /// Remove an image name (layers only it used go too, unless put directly).
+    Rm {
+        /// Image names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Export images as an OCI layout directory or a docker archive.
+    Export {
+        /// Image names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "oci")]
+        format: FormatArg,
+        /// Output path (must not exist).
+        #[arg(short, long, value_name = "PATH")]
+        output: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum FormatArg {
+    /// OCI image layout directory.
+    Oci,
+    /// `docker save` tar archive.
+    DockerArchive,
+}
+
+pub(crate) fn image(store: &Store, cmd: ImageCommand) -> Result<()> {
+    match cmd {
+        ImageCommand::Import { path, name, json } => {
+            let report = store
+                .import_image(&path, name.as_deref())
+                .with_context(|| format!("importing {}", path.display()))?;
+            if json {
+                return print_json(&report);
+            }
+            for image in &report.images {
+                println!("{}\t{}", image.name, image.digest);
+            }
+            eprintln!(
+                "imported {} image(s) from {} ({}): {} layer blob(s), {} new layer(s), store grew by {}",
+                report.images.len(),
+                path.display(),
+                report.format,
+                report.layers,
+                report.new_layers,
+                human(report.added_bytes)
+            );
+            Ok(())
+        }
+        ImageCommand::Ls { json } => {
+            let images = store.images()?;
+            if json {
+                return print_json(&images);
+            }
+            println!(
+                "{:<40}  {:<71}  {:>6}  {:>10}  PLATFORMS",
+                "NAME", "DIGEST", "LAYERS", "SIZE"
+            );
+            for i in images {
+                println!(
+                    "{:<40}  {:<71}  {:>6}  {:>10}  {}",
+                    i.name,
+                    i.digest.to_string(),
+                    i.layers,
+                    human(i.size),
+                    i.platforms.join(",")
+                );
+            }
+            Ok(())
+        }
+        ImageCommand::Inspect { name, json } => {
+            let d = store.image(&name)?;
+            if json {
+                return print_json(&d);
+            }
+            println!("name        {}", d.name);
+            println!("digest      {}", d.digest);
+            println!("media type  {}", d.media_type);
+            for m in &d.manifests {
+                println!();
+                println!("manifest    {}", m.digest);
+                if let Some(p) = &m.platform {
+                    println!("platform    {p}");
+                }
+                println!("config      {}", m.config);
+                for (i, l) in m.layers.iter().enumerate() {
+                    println!(
+                        "layer {i:<3}   {}  {:>10}  shared with {} other image(s)",
+                        l.diff_id,
+                        human(l.size),
+                        l.shared_with
+                    );
+                    println!(
+                        "            blob {} {} ({})",
+                        l.blob_digest,
+                        human(l.blob_size),
+                        l.media_type
+                    );
+                }
+            }
+            Ok(())
+        }
+        ImageCommand::Tag { src, dst } => {
+            store
+                .tag_image(&src, &dst)
+                .with_context(|| format!("tagging {src} as {dst}"))?;
+            Ok(())
+        }
+        ImageCommand::Rm { names } => {
+            for name in names {
+                store
+                    .remove_image(&name)
+                    .with_context(|| format!("removing image {name}"))?;
+                println!("{name}");
+            }
+            Ok(())
+        }
+        ImageCommand::Export {
+            names,
+            format,
+            output,
+            json,
+        } => {
+            let format = match format {
+                FormatArg::Oci => ExportFormat::Oci,
+                FormatArg::DockerArchive => ExportFormat::DockerArchive,
+            };
+            let report = store
+                .export_images(&names, format, &output)
+                .with_context(|| format!("exporting to {}", output.display()))?;
+            for image in &report.images {
+                if image.digest_changed {
+                    eprintln!(
+                        "layerstore: {}: manifest digest changed from {} to {}: {}",
+                        image.name,
+                        image.stored_digest,
+                        image.exported_digest,
+                        image.note.as_deref().unwrap_or("rewritten")
+                    );
+                } else if let Some(note) = &image.note {
+                    eprintln!("layerstore: {}: {note}", image.name);
+                }
+            }
+            if json {
+                return print_json(&report);
+            }
+            for image in &report.images {
+                println!("{}\t{}", image.name, image.exported_digest);
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Layer commands: put, get, ls, rm, stat.
+
+use std::fs::File;
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use layerstore::{Digest, PutOptions, Store};
+
+use crate::output::{human, progress_bar, utc};
+
+pub(crate) fn parse_digest(s: &str) -> Result<Digest> {
+    Ok(Digest::parse(s)?)
+}
+
+pub(crate) fn put(store: &Store, file: &str, json: bool, max_size: Option<u64>) -> Result<()> {
+    let (input, name, total): (Box<dyn io::Read + Send>, String, Option<u64>) = if file == "-" {
+        (Box::new(io::stdin()), "stdin".to_string(), None)
+    } else {
+        let f = File::open(file).with_context(|| format!("cannot open {file}"))?;
+        let meta = f
+            .metadata()
+            .with_context(|| format!("cannot stat {file}"))?;
+        if meta.is_dir() {
+            bail!("{file} is a directory, not a layer file");
+        }
+        (Box::new(f), file.to_string(), Some(meta.len()))
+    };
+    let bar = progress_bar(total, "put");
+    let report = |n: u64| {
+        if let Some(b) = &bar {
+            b.set_position(n);
+        }
+    };
+    let info = store.put_layer_with(
+        input,
+        &PutOptions {
+            source_name: Some(name.clone()),
+            max_uncompressed: max_size,
+            progress: Some(&report),
+        },
+    );
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let info = info.with_context(|| format!("put {name}"))?;
+    if json {
+        println!("{}", serde_json::to_string(&info)?);
+    } else {
+        println!("{}", info.digest);
+        if let Some(c) = info.compressed_digest {
+            println!("compressed ({}) {c}", info.compression.name());
+        }
+        println!(
+            "{} uncompressed, {} chunks ({} new), store grew by {}{}",
+            human(info.size),
+            info.chunks,
+            info.new_chunks,
+            human(info.added_bytes),
+            if info.new_layer {
+                ""
+            } else {
+                " (layer was already stored)"
+            }
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn get(store: &Store, digest_text: &str, output: Option<PathBuf>) -> Result<()> {
+    let digest = parse_digest(digest_text)?;
+    let layer = store
+        .layer(&digest)
+        .with_context(|| format!("get {digest_text}"))?;
+    if layer.digest != digest {
+        eprintln!(
+            "layerstore: {digest} is a compressed blob; writing its uncompressed layer {}",
+            layer.digest
+        );
+    }
+    let bar = progress_bar(Some(layer.size), "get");
+    let report = |n: u64| {
+        if let Some(b) = &bar {
+            b.set_position(n);
+        }
+    };
+    let result = match &output {
+        Some(path) => store.get_layer_to_path(&digest, path, Some(&report)),
+        None => {
+            let stdout = io::stdout();
+            if stdout.is_terminal() {
+                bail!("refusing to write a tar archive to a terminal; use -o FILE or redirect");
+            }
+            let mut out = io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            let r = store.get_layer_with(&digest, &mut out, Some(&report));
+            r.and_then(|info| {
+                out.flush()
+                    .map_err(|e| layerstore::Error::io("writing standard output", e))?;
+                Ok(info)
+            })
+        }
+    };
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    result.with_context(|| format!("get {digest_text}"))?;
+    Ok(())
+}
+
+pub(crate) fn ls(store: &Store, json: bool) -> Result<()> {
+    let layers = store.layers()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&layers)?);
+        return Ok(());
+    }
+    println!(
+        "{:<71}  {:>10}  {:>10}  {:>6}  {:<20}  PINNED",
+        "DIGEST", "SIZE", "STORED", "SHARE", "CREATED"
+    );
+    for l in layers {
+        let share = if l.size == 0 {
+            0.0
+        } else {
+            100.0 * l.stored_share as f64 / l.size as f64
+        };
+        println!(
+            "{:<71}  {:>10}  {:>10}  {:>5.1}%  {:<20}  {}",
+            l.digest.to_string(),
+            human(l.size),
+            human(l.stored_share),
+            share,
+            utc(l.created),
+            if l.pinned { "yes" } else { "no" }
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn rm(store: &Store, digests: &[String]) -> Result<()> {
+    let parsed = digests
+        .iter()
+        .map(|d| parse_digest(d))
+        .collect::<Result<Vec<_>>>()?;
+    // All or nothing: a bad argument removes no layer.
+    for removed in store.remove_layers(&parsed).context("removing layers")? {
+        println!("{removed}");
+    }
+    Ok(())
+}
+
+pub(crate) fn stat(store: &Store, json: bool) -> Result<()> {
+    let s = store.stats()?;
+    if json {
+        let mut v = serde_json::to_value(&s)?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("store".into(), store.path().display().to_string().into());
+            obj.insert("config".into(), serde_json::to_value(store.config())?);
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("store          {}", store.path().display());
+    println!("layers         {}", s.layers);
+    println!("images         {}", s.images);
+    println!(
+        "logical bytes  {} ({})",
+        human(s.logical_bytes),
+        s.logical_bytes
+    );
+    println!(
+        "stored bytes   {} ({})",
+        human(s.stored_bytes),
+        s.stored_bytes
+    );
+    println!("  in packs     {}", human(s.pack_bytes));
+    println!(
+        "chunks         {} ({} distinct data)",
+        s.chunks,
+        human(s.unique_chunk_bytes)
+    );
+    println!("packs          {}", s.packs);
+    println!("dedup ratio    {:.2}x", s.dedup_ratio);
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! The `layerstore` command line: a thin shell over [`layerstore::Store`].
+//! Every command is one library call plus output formatting.
+
+mod containers;
+mod images;
+mod layers;
+mod maintenance;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow};
+use clap::{Parser, Subcommand};
+use layerstore::Store;
+
+use crate::containers::ContainerCommand;
+use crate::images::ImageCommand;
+use crate::output::parse_size;
+
+/// A content-addressed, deduplicating store for container image layers.
+#[derive(Parser)]
+#[command(name = "layerstore", version, about, long_about = None)]
+struct Cli {
+    /// Store directory [default: $LAYERSTORE_DIR, else $XDG_DATA_HOME/layerstore,
+    /// else ~/.local/share/layerstore]
+    #[arg(long, global = true, value_name = "DIR")]
+    store: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Store a layer (tar, tar.gz or tar.zst, detected from its bytes); prints its DiffID.
+    Put {
+        /// Layer file, or `-` for standard input.
+        file: String,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Refuse layers larger than this uncompressed (e.g. 10G, 512M).
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        max_size: Option<u64>,
+    },
+    /// Write a layer's exact uncompressed tar (DiffID or compressed digest).
+    Get {
+        /// `sha256:<hex>` DiffID, or the digest of a compressed blob that was put.
+        digest: String,
+        /// Write to FILE (atomically) instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// List stored layers.
+    Ls {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unpin layers; their space comes back with the next gc.
+    Rm {
+        /// DiffIDs or compressed digests.
+        #[arg(required = true)]
+        digests: Vec<String>,
+    },
+    /// Reclaim space: drop unreferenced layers and chunks, rewrite sparse packs.
+    Gc {
+        /// Report what would be freed without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Rewrite packs whose live share is below this percentage.
+        #[arg(long, default_value_t = 50.0, value_name = "PERCENT")]
+        rewrite_below: f64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the store; exits non-zero if any problem is found.
+    Verify {
+        /// Also read every chunk and rebuild every layer's sha256.
+        #[arg(long)]
+        full: bool,
+        /// Restore from the packs what the index lost, then check again.
+        #[arg(long)]
+        repair: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import, list, inspect, tag, remove and export images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Write an image's root filesystem into DIR (absent or empty).
+    Checkout {
+        /// Image name.
+        image: String,
+        /// Target directory.
+        dir: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create, list, diff, remove and commit containers.
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    /// Show store figures.
+    Stat {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("layerstore: error: {}", error_message(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, skipping a cause whose text the
+/// message before it already ends with (library errors print their source).
+fn error_message(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if message.ends_with(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
+}
+
+fn open_store(path: Option<PathBuf>) -> Result<Store> {
+    let path = path
+        .or_else(Store::default_path)
+        .ok_or_else(|| anyhow!("no store directory: pass --store DIR or set LAYERSTORE_DIR"))?;
+    Store::open(&path).with_context(|| format!("opening store {}", path.display()))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let store = open_store(cli.store)?;
+    match cli.command {
+        Command::Put {
+            file,
+            json,
+            max_size,
+        } => layers::put(&store, &file, json, max_size),
+        Command::Get { digest, output } => layers::get(&store, &digest, output),
+        Command::Ls { json } => layers::ls(&store, json),
+        Command::Rm { digests } => layers::rm(&store, &digests),
+        Command::Stat { json } => layers::stat(&store, json),
+        Command::Image(cmd) => images::image(&store, cmd),
+        Command::Checkout { image, dir, json } => containers::checkout(&store, &image, &dir, json),
+        Command::Container(cmd) => containers::container(&store, cmd),
+        Command::Verify { full, repair, json } => maintenance::verify(&store, full, repair, json),
+        Command::Gc {
+            dry_run,
+            rewrite_below,
+            json,
+        } => maintenance::gc(&store, dry_run, rewrite_below, json),
+    }
+}

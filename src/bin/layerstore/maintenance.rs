@@ -1,0 +1,78 @@
+//! Maintenance commands: gc and verify.
+
+use anyhow::{Result, bail};
+use layerstore::{GcOptions, Store, VerifyOptions};
+
+use crate::output::{human, print_json};
+
+pub(crate) fn verify(store: &Store, full: bool, repair: bool, json: bool) -> Result<()> {
+    let report = store.verify(&VerifyOptions { full, repair })?;
+    if json {
+        print_json(&report)?;
+    } else {
+        for r in &report.repaired {
+            println!("repaired: {r}");
+        }
+        for w in &report.warnings {
+            println!("warning: {}: {}", w.subject, w.detail);
+        }
+        for p in &report.problems {
+            println!("problem: {}: {}", p.subject, p.detail);
+        }
+        for l in &report.lost {
+            println!("lost: layer {l}");
+        }
+        println!(
+            "checked {} pack(s), {} frame(s), {} chunk(s), {} layer(s){}: {}",
+            report.packs,
+            report.frames,
+            report.chunks,
+            report.layers,
+            if full {
+                format!(", {} read", human(report.bytes_verified))
+            } else {
+                String::new()
+            },
+            if report.is_clean() {
+                "ok".to_string()
+            } else {
+                format!("{} problem(s)", report.problems.len())
+            }
+        );
+    }
+    if report.is_clean() {
+        Ok(())
+    } else {
+        bail!("verify found {} problem(s)", report.problems.len())
+    }
+}
+
+pub(crate) fn gc(store: &Store, dry_run: bool, rewrite_below: f64, json: bool) -> Result<()> {
+    if !(0.0..=100.0).contains(&rewrite_below) {
+        bail!("--rewrite-below must be between 0 and 100");
+    }
+    let report = store.gc(&GcOptions {
+        dry_run,
+        rewrite_below: rewrite_below / 100.0,
+    })?;
+    if json {
+        return print_json(&report);
+    }
+    let verb = if dry_run { "would free" } else { "freed" };
+    println!(
+        "{verb} {} ({} -> {}): {} layer(s), {} chunk(s) ({} uncompressed), {} pack(s) deleted, {} rewritten, {} leftover file(s)",
+        human(report.bytes_freed),
+        human(report.bytes_before),
+        human(report.bytes_after),
+        report.layers_removed,
+        report.chunks_removed,
+        human(report.chunk_bytes_removed),
+        report.packs_deleted,
+        report.packs_rewritten,
+        report.orphan_files_removed
+    );
+    for s in &report.skipped {
+        eprintln!("layerstore: warning: pack skipped: {s}");
+    }
+    Ok(())
+}
