@@ -21,6 +21,19 @@ pub struct FrameLocation {
     pub total_len: u64,
 }
 
+impl FrameLocation {
+    /// Reads a location from four columns starting at `first`: frame id,
+    /// pack name, offset, total length.
+    pub(super) fn from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Self> {
+        Ok(FrameLocation {
+            frame_id: r.get(first)?,
+            pack: r.get(first + 1)?,
+            offset: r.get(first + 2)?,
+            total_len: r.get(first + 3)?,
+        })
+    }
+}
+
 /// Where a chunk is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChunkLocation {
@@ -119,12 +132,7 @@ impl Index {
         Ok(stmt
             .query_row([&id.0[..]], |r| {
                 Ok(ChunkLocation {
-                    frame: FrameLocation {
-                        frame_id: r.get(0)?,
-                        pack: r.get(1)?,
-                        offset: r.get(2)?,
-                        total_len: r.get(3)?,
-                    },
+                    frame: FrameLocation::from_row(r, 0)?,
                     offset: r.get(4)?,
                     len: r.get(5)?,
                 })
@@ -153,32 +161,27 @@ impl Index {
             chunk_count: r.get(3)?,
             pinned: r.get(4)?,
             created: r.get(5)?,
-            recipe: FrameLocation {
-                frame_id: r.get(6)?,
-                pack: r.get(7)?,
-                offset: r.get(8)?,
-                total_len: r.get(9)?,
-            },
+            recipe: FrameLocation::from_row(r, 6)?,
         })
     }
 
     /// A layer by DiffID.
     pub fn layer(&self, digest: &Digest) -> Result<Option<LayerRow>> {
-        let sql = format!(
-            "SELECT {} {} WHERE l.digest = ?1",
-            Self::LAYER_SELECT,
-            Self::LAYER_FROM
-        );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        Ok(stmt
-            .query_row([digest.to_string()], Self::layer_from_row)
-            .optional()?)
+        self.one_layer("WHERE l.digest = ?1", digest)
     }
 
     /// A layer by the digest of a compressed blob recorded as its alias.
     pub fn layer_by_alias(&self, digest: &Digest) -> Result<Option<LayerRow>> {
+        self.one_layer(
+            "JOIN aliases a ON a.layer = l.id WHERE a.digest = ?1",
+            digest,
+        )
+    }
+
+    /// The layer `filter` (joins and a WHERE on `?1`) selects for `digest`.
+    fn one_layer(&self, filter: &str, digest: &Digest) -> Result<Option<LayerRow>> {
         let sql = format!(
-            "SELECT {} {} JOIN aliases a ON a.layer = l.id WHERE a.digest = ?1",
+            "SELECT {} {} {filter}",
             Self::LAYER_SELECT,
             Self::LAYER_FROM
         );

@@ -112,12 +112,7 @@ impl Index {
         )?;
         let rows = stmt.query_map([pack_id], |r| {
             Ok(FrameRow {
-                location: FrameLocation {
-                    frame_id: r.get(0)?,
-                    pack: r.get(1)?,
-                    offset: r.get(2)?,
-                    total_len: r.get(3)?,
-                },
+                location: FrameLocation::from_row(r, 0)?,
                 kind: r.get(4)?,
             })
         })?;
