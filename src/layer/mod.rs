@@ -322,3 +322,35 @@ fn summaries(listing: Vec<LayerListing>) -> Vec<LayerSummary> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::store::Store;
+    use crate::store::pack::MAX_FRAME_ENTRIES;
+
+    /// More distinct tiny files than a frame may hold chunks: the put must
+    /// split them over several frames, or the committed layer could never
+    /// be read back.
+    #[test]
+    fn more_tiny_chunks_than_one_frame_holds() {
+        let files = MAX_FRAME_ENTRIES as usize + 100;
+        let mut builder = tar::Builder::new(Vec::new());
+        for i in 0..files {
+            let data = format!("{i:07}\n");
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, format!("f/{i}"), data.as_bytes())
+                .unwrap();
+        }
+        let tar = builder.into_inner().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let info = store.put_layer(&tar[..]).unwrap();
+        assert!(info.new_chunks as usize >= files, "{info:?}");
+        let mut back = Vec::new();
+        store.get_layer(&info.digest, &mut back).unwrap();
+        assert!(back == tar, "layer did not come back byte for byte");
+    }
+}

@@ -500,7 +500,9 @@ impl FrameWriter {
     pub(crate) fn add(&mut self, id: ChunkId, bytes: &[u8]) -> Result<()> {
         self.entries.push((id, bytes.len() as u32));
         self.raw.extend_from_slice(bytes);
-        if self.raw.len() >= self.target {
+        // Readers refuse frames of more than MAX_FRAME_ENTRIES chunks, so a
+        // run of tiny chunks must close its frame early.
+        if self.raw.len() >= self.target || self.entries.len() >= pack::MAX_FRAME_ENTRIES as usize {
             self.dispatch()?;
         }
         Ok(())

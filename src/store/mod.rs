@@ -53,6 +53,42 @@ pub struct StoreConfig {
     pub frame_target: u32,
 }
 
+impl StoreConfig {
+    /// Checks that packs written with these settings can be read back:
+    /// valid chunk sizes, a zstd level libzstd accepts, and frames that
+    /// stay within what the frame reader accepts.
+    pub fn validate(&self) -> Result<()> {
+        self.chunk.validate()?;
+        let levels = zstd::compression_level_range();
+        if !levels.contains(&self.zstd_level) {
+            return Err(Error::invalid(
+                "store settings",
+                format!(
+                    "zstd level {} is outside {}..={}",
+                    self.zstd_level,
+                    levels.start(),
+                    levels.end()
+                ),
+            ));
+        }
+        // A frame holds frame_target bytes plus up to one more chunk.
+        let largest_frame = u64::from(self.frame_target) + u64::from(self.chunk.max_size);
+        if self.frame_target == 0 || largest_frame > pack::MAX_FRAME_RAW {
+            return Err(Error::invalid(
+                "store settings",
+                format!(
+                    "frame target {} must be at least 1 and, with the largest chunk ({}), \
+                     at most {} bytes",
+                    self.frame_target,
+                    self.chunk.max_size,
+                    pack::MAX_FRAME_RAW
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
@@ -99,7 +135,7 @@ impl Store {
     /// Opens the store at `path`; creates it with `config` if it is new.
     /// An existing store keeps the settings it was created with.
     pub fn open_with(path: impl AsRef<Path>, config: &StoreConfig) -> Result<Store> {
-        config.chunk.validate()?;
+        config.validate()?;
         let root = path.as_ref().to_path_buf();
         if root.exists() && !root.is_dir() {
             return Err(Error::invalid(
@@ -234,4 +270,37 @@ pub(crate) enum LockMode {
 #[must_use = "the lock is released when the guard is dropped"]
 pub(crate) struct StoreLock {
     _file: File,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_that_would_write_unreadable_frames_are_refused() {
+        assert!(StoreConfig::default().validate().is_ok());
+        let bad = [
+            StoreConfig {
+                zstd_level: 1000,
+                ..StoreConfig::default()
+            },
+            StoreConfig {
+                frame_target: 0,
+                ..StoreConfig::default()
+            },
+            StoreConfig {
+                frame_target: 256 << 20,
+                ..StoreConfig::default()
+            },
+        ];
+        for config in bad {
+            let dir = tempfile::tempdir().unwrap();
+            let err = Store::open_with(dir.path().join("s"), &config).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidInput { .. }),
+                "{config:?}: {err}"
+            );
+            assert!(!dir.path().join("s").exists(), "{config:?}: store created");
+        }
+    }
 }
