@@ -22,9 +22,9 @@ use crate::util::pipe::pipe;
 
 /// Reads exactly `left` bytes, or fails (a file that changed size while
 /// being written into a layer must not produce a wrong tar).
-pub(super) struct Exact<R> {
-    pub(super) inner: R,
-    pub(super) left: u64,
+struct Exact<R> {
+    inner: R,
+    left: u64,
     pub(super) path: PathBuf,
 }
 
@@ -46,13 +46,13 @@ impl<R: Read> Read for Exact<R> {
     }
 }
 
-pub(super) struct Counts {
-    pub(super) added: u64,
-    pub(super) changed: u64,
+struct Counts {
+    added: u64,
+    changed: u64,
     pub(super) deleted: u64,
 }
 
-pub(super) fn header(kind: tar::EntryType, node: &Node, mtime: i64) -> tar::Header {
+fn header(kind: tar::EntryType, node: &Node, mtime: i64) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(kind);
     h.set_mode(node.mode);
@@ -64,7 +64,7 @@ pub(super) fn header(kind: tar::EntryType, node: &Node, mtime: i64) -> tar::Head
 }
 
 /// Writes the container's change set as a layer tar.
-pub(super) fn write_layer<W: Write>(cmp: &Comparison, out: W) -> Result<(W, Counts)> {
+fn write_layer<W: Write>(cmp: &Comparison, out: W) -> Result<(W, Counts)> {
     let mut tar = tar::Builder::new(out);
     let failed = |what: &str, rel: &[u8], e: io::Error| {
         Error::io(format!("writing layer: {what} {}", slash(rel)), e)

@@ -34,7 +34,7 @@ pub(super) fn os_path(rel: &[u8]) -> &Path {
 
 /// Walks a container's root (never following symlinks). File nodes carry
 /// no hash yet (all zero); see [`file_hash`].
-pub(super) fn scan(root: &Path) -> Result<BTreeMap<Vec<u8>, FsEntry>> {
+fn scan(root: &Path) -> Result<BTreeMap<Vec<u8>, FsEntry>> {
     let mut out = BTreeMap::new();
     let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
     while let Some(rel) = stack.pop() {
@@ -90,7 +90,7 @@ pub(super) fn open_nofollow(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-pub(super) fn file_hash(path: &Path) -> Result<[u8; 32]> {
+fn file_hash(path: &Path) -> Result<[u8; 32]> {
     let mut file = open_nofollow(path).context(|| format!("opening {}", path.display()))?;
     let mut hasher = blake3::Hasher::new();
     io::copy(&mut file, &mut hasher).context(|| format!("reading {}", path.display()))?;

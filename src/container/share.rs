@@ -74,7 +74,7 @@ pub(super) fn ensure_base(
     Ok(base)
 }
 
-pub(super) fn set_times(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
+fn set_times(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
     let t = Timespec {
         tv_sec: meta.mtime(),
         tv_nsec: meta.mtime_nsec() as _,
@@ -91,7 +91,7 @@ pub(super) fn set_times(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
     Ok(())
 }
 
-pub(super) fn copy_xattrs(src: &Path, dst: &Path) {
+fn copy_xattrs(src: &Path, dst: &Path) {
     let mut names = vec![0u8; 64 << 10];
     let Ok(n) = rfs::llistxattr(src, &mut names[..]) else {
         return;

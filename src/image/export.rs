@@ -19,7 +19,7 @@ use crate::store::digest::Digest;
 use crate::store::index::Index;
 
 /// Writes layouts: each blob once, under blobs/sha256.
-pub(super) struct LayoutWriter<'a> {
+struct LayoutWriter<'a> {
     store: &'a Store,
     index: &'a Index,
     root: PathBuf,
@@ -27,11 +27,11 @@ pub(super) struct LayoutWriter<'a> {
 }
 
 impl LayoutWriter<'_> {
-    pub(super) fn blob_file(&self, digest: &Digest) -> PathBuf {
+    fn blob_file(&self, digest: &Digest) -> PathBuf {
         self.root.join(oci::blob_path(digest))
     }
 
-    pub(super) fn write_bytes(&mut self, digest: Digest, bytes: &[u8]) -> Result<()> {
+    fn write_bytes(&mut self, digest: Digest, bytes: &[u8]) -> Result<()> {
         if self.written.insert(digest) {
             let path = self.blob_file(&digest);
             fs::write(&path, bytes).context(|| format!("writing {}", path.display()))?;
@@ -39,7 +39,7 @@ impl LayoutWriter<'_> {
         Ok(())
     }
 
-    pub(super) fn write_layer(&mut self, diff_id: Digest) -> Result<()> {
+    fn write_layer(&mut self, diff_id: Digest) -> Result<()> {
         if self.written.insert(diff_id) {
             let path = self.blob_file(&diff_id);
             self.store.get_layer_to_path(&diff_id, &path, None)?;
@@ -47,7 +47,7 @@ impl LayoutWriter<'_> {
         Ok(())
     }
 
-    pub(super) fn stored_blob(&self, digest: &Digest) -> Result<(String, Vec<u8>)> {
+    fn stored_blob(&self, digest: &Digest) -> Result<(String, Vec<u8>)> {
         self.index.blob(digest)?.ok_or_else(|| {
             Error::corrupt(format!("document {digest} is referenced but not stored"))
         })
@@ -55,7 +55,7 @@ impl LayoutWriter<'_> {
 
     /// Writes a manifest or index and everything below it; returns the
     /// descriptor to reference it by and why it changed, if it did.
-    pub(super) fn write_target(
+    fn write_target(
         &mut self,
         digest: &Digest,
         depth: usize,
@@ -124,7 +124,7 @@ impl LayoutWriter<'_> {
         ))
     }
 
-    pub(super) fn write_manifest(
+    fn write_manifest(
         &mut self,
         digest: &Digest,
         bytes: Vec<u8>,
@@ -230,7 +230,7 @@ pub(super) fn export(
     })
 }
 
-pub(super) fn export_oci(
+fn export_oci(
     store: &Store,
     index: &Index,
     targets: &[(String, Digest)],
@@ -273,7 +273,7 @@ pub(super) fn export_oci(
 
 /// Minimal streaming tar writer for docker archives: ustar headers, data
 /// written straight from the store, padding, end blocks.
-pub(super) struct TarOut {
+struct TarOut {
     out: io::BufWriter<File>,
     name: String,
 }
@@ -298,7 +298,7 @@ impl TarOut {
             .context(|| format!("writing {}", self.name))
     }
 
-    pub(super) fn pad(&mut self, size: u64) -> Result<()> {
+    fn pad(&mut self, size: u64) -> Result<()> {
         let pad = crate::store::tarscan::padding(size) as usize;
         self.out
             .write_all(&[0u8; 512][..pad])
@@ -314,7 +314,7 @@ impl TarOut {
     }
 }
 
-pub(super) fn export_docker(
+fn export_docker(
     store: &Store,
     index: &Index,
     targets: &[(String, Digest)],
@@ -408,7 +408,7 @@ pub(super) fn export_docker(
 }
 
 /// A docker RepoTag for an image name (`repo:tag`), or None for a digest name.
-pub(super) fn docker_tag(name: &str) -> Option<String> {
+fn docker_tag(name: &str) -> Option<String> {
     if name.starts_with("sha256:") {
         return None;
     }

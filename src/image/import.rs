@@ -19,7 +19,7 @@ use crate::store::Store;
 use crate::store::digest::Digest;
 use crate::store::index::{ManifestLayer, ManifestRecord, NewImport};
 
-pub(super) struct Importer<'a> {
+struct Importer<'a> {
     src: &'a Source,
     ctx: PutContext<'a>,
     session: PutSession,
@@ -33,7 +33,7 @@ pub(super) struct Importer<'a> {
 }
 
 impl Importer<'_> {
-    pub(super) fn put_layer_blob(
+    fn put_layer_blob(
         &mut self,
         rel: &str,
         expected: Option<(Digest, u64)>,
@@ -77,7 +77,7 @@ impl Importer<'_> {
         ))
     }
 
-    pub(super) fn import_manifest(
+    fn import_manifest(
         &mut self,
         digest: Digest,
         bytes: Vec<u8>,
@@ -150,7 +150,7 @@ impl Importer<'_> {
     }
 
     /// Imports what a descriptor points at; returns the manifests it covers.
-    pub(super) fn import_descriptor(
+    fn import_descriptor(
         &mut self,
         desc: &Descriptor,
         depth: usize,
@@ -220,7 +220,7 @@ impl Importer<'_> {
     }
 }
 
-pub(super) fn import_oci(
+fn import_oci(
     imp: &mut Importer<'_>,
     name_override: Option<&str>,
 ) -> Result<Vec<(String, Digest, Vec<Digest>)>> {
@@ -266,7 +266,7 @@ pub(super) fn import_oci(
     Ok(named)
 }
 
-pub(super) fn import_docker(
+fn import_docker(
     imp: &mut Importer<'_>,
     name_override: Option<&str>,
 ) -> Result<Vec<(String, Digest, Vec<Digest>)>> {

@@ -52,7 +52,7 @@ pub(super) fn manifests_of(index: &Index, target: &Digest) -> Result<Vec<Manifes
     Ok(out)
 }
 
-pub(super) fn collect_manifests(
+fn collect_manifests(
     index: &Index,
     digest: &Digest,
     depth: usize,
@@ -71,11 +71,11 @@ pub(super) fn collect_manifests(
     Ok(())
 }
 
-pub(super) fn media_type_of(index: &Index, digest: &Digest) -> Result<String> {
+fn media_type_of(index: &Index, digest: &Digest) -> Result<String> {
     Ok(index.blob(digest)?.map(|(mt, _)| mt).unwrap_or_default())
 }
 
-pub(super) fn layer_sizes(index: &Index, records: &mut [ManifestRecord]) -> Result<()> {
+fn layer_sizes(index: &Index, records: &mut [ManifestRecord]) -> Result<()> {
     for m in records {
         for l in &mut m.layers {
             if let Some(row) = index.layer(&l.diff_id)? {

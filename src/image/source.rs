@@ -13,7 +13,7 @@ use crate::image::oci::{self, Descriptor};
 use crate::store::digest::Digest;
 
 /// Symlinks inside an archive are followed at most this many times.
-pub(super) const MAX_LINK_HOPS: usize = 16;
+const MAX_LINK_HOPS: usize = 16;
 
 pub(super) enum TarItem {
     File { offset: u64, size: u64 },
@@ -106,7 +106,7 @@ impl Source {
         }
     }
 
-    pub(super) fn missing(&self, rel: &str) -> Error {
+    fn missing(&self, rel: &str) -> Error {
         Error::invalid(self.name().to_string(), format!("{rel} is missing"))
     }
 
@@ -211,7 +211,7 @@ impl Source {
     }
 }
 
-pub(super) fn not_archive(name: &str, e: io::Error) -> Error {
+fn not_archive(name: &str, e: io::Error) -> Error {
     Error::invalid(
         name.to_string(),
         format!("not a readable tar archive of an image: {e}"),
