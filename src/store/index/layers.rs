@@ -250,13 +250,7 @@ impl Index {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         for digest in digests {
-            let id: Option<i64> = tx
-                .query_row(
-                    "SELECT id FROM layers WHERE digest = ?1",
-                    [digest.to_string()],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let id: Option<i64> = layer_id(&tx, digest)?;
             let Some(id) = id else {
                 return Ok(Some(*digest));
             };
@@ -277,6 +271,17 @@ impl Index {
         tx.commit()?;
         Ok(None)
     }
+}
+
+/// The row id of layer `digest`, if stored.
+pub(super) fn layer_id(conn: &rusqlite::Connection, digest: &Digest) -> Result<Option<i64>> {
+    Ok(conn
+        .query_row(
+            "SELECT id FROM layers WHERE digest = ?1",
+            [digest.to_string()],
+            |r| r.get(0),
+        )
+        .optional()?)
 }
 
 /// Inserts one put's packs, frames, chunks, layer and alias inside `tx`.

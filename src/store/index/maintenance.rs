@@ -5,7 +5,7 @@
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::Index;
-use super::layers::{FrameLocation, NewPack};
+use super::layers::{FrameLocation, NewPack, layer_id};
 use super::schema::*;
 use crate::error::{Error, Result};
 use crate::store::digest::{ChunkId, Digest};
@@ -351,13 +351,7 @@ impl Index {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let existing: Option<i64> = tx
-            .query_row(
-                "SELECT id FROM layers WHERE digest = ?1",
-                [digest.to_string()],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let existing: Option<i64> = layer_id(&tx, digest)?;
         let created = match existing {
             Some(id) => {
                 tx.execute(
