@@ -86,7 +86,7 @@ CREATE TABLE images(
 ";
 
 /// Schema version 2: containers. Applied to new databases after `SCHEMA`,
-/// and to version-1 databases by the migration in [`Index::open`], inside
+/// and to version-1 databases by the migration in [`super::Index::open`], inside
 /// the transaction that sets `user_version`.
 pub(super) const MIGRATE_V2: &str = "
 CREATE TABLE containers(
