@@ -7,6 +7,7 @@
 //! file and by a path that does not exist (no FIFO, which would block).
 
 mod common;
+mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use std::process::Output;
 
 use common::*;
 use layerstore::Digest;
+use support::*;
 
 /// A store holding two layers (one put plain, one as gzip), and their tars.
 struct Fixture {

@@ -2,6 +2,7 @@
 //! compressed digest), ls, rm, stat, and LAYERSTORE_DIR.
 
 mod common;
+mod support;
 
 use std::fs;
 use std::path::Path;
@@ -10,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::*;
 use layerstore::Digest;
+use support::*;
 
 fn now() -> i64 {
     SystemTime::now()

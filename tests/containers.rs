@@ -9,6 +9,7 @@
 //! there, otherwise it measures, prints why, and checks only correctness.
 
 mod image_support;
+mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -19,6 +20,7 @@ use std::process::Command;
 use image_support::*;
 use layerstore::{ChangeKind, GcOptions, Store, VerifyOptions};
 use serde_json::Value;
+use support::*;
 use tempfile::TempDir;
 
 fn tmp() -> TempDir {

@@ -10,12 +10,14 @@
 //! 40-byte entry (recipe frames), a 16-byte check, and the payload.
 
 mod common;
+mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::*;
 use layerstore::{Digest, Store};
+use support::*;
 
 struct Frame {
     kind: u8,

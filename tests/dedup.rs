@@ -3,6 +3,7 @@
 //! nothing at all.
 
 mod common;
+mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use common::*;
 use layerstore::chunker::Cdc;
 use layerstore::{ChunkParams, Compression, Digest, Store};
+use support::*;
 
 /// Number of chunks FastCDC (with the store's default parameters) cuts a
 /// file payload into. Payloads are cut on their own, from their first byte.

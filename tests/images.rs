@@ -7,6 +7,7 @@
 //! skip) when either is missing. Everything is built locally; no network.
 
 mod image_support;
+mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use image_support::*;
 use layerstore::{ExportFormat, Store};
 use serde_json::{Value, json};
+use support::*;
 use tempfile::TempDir;
 
 // ---------------------------------------------------------------------------

@@ -9,7 +9,7 @@
 //!
 //! * `kill_harness`: puts, image imports (docker archives), rm + gc and gc
 //!   in child processes killed with SIGKILL after a random delay in
-//!   0-150 ms (seeded xorshift; three times in four the delay is drawn
+//!   0-150 ms (seeded SplitMix64; three times in four the delay is drawn
 //!   below the operation's observed run time, since most take only tens
 //!   of milliseconds), plus runs that abort at every `LAYERSTORE_CRASH_AT`
 //!   point (each point of `layerstore::fault::POINTS`, on every write path
@@ -38,6 +38,7 @@
 //! `LAYERSTORE_TEST_NO_TMPFS=1` makes them use the loop-mounted ext4 image.
 
 mod reliability_support;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
@@ -50,6 +51,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use reliability_support::*;
+use support::*;
 
 // ===========================================================================
 // 1. Kill harness

@@ -4,11 +4,13 @@
 //! into a fresh store and read back by DiffID and by compressed digest.
 
 mod common;
+mod support;
 
 use std::fs;
 
 use common::*;
 use layerstore::{Compression, Digest};
+use support::*;
 
 // ---------------------------------------------------------------------------
 // GNU tar

@@ -1,6 +1,6 @@
-//! Helpers shared by the integration tests: deterministic content, external
-//! tools (GNU tar, gzip, zstd, python3), a generated directory tree, a tiny
-//! tar walker, round-trip checks through the library, and CLI wrappers.
+//! Helpers shared by the integration tests: external tools (GNU tar, gzip,
+//! zstd, python3), a generated directory tree, a tiny tar walker,
+//! round-trip checks through the library, and CLI wrappers.
 //!
 //! Every test binary uses a different subset of these helpers.
 #![allow(dead_code)]
@@ -14,125 +14,10 @@ use std::process::{Command, Output, Stdio};
 
 use layerstore::{Compression, Digest, LayerInfo, PutOptions, Store};
 
+use crate::support::{partly_repetitive, random_bytes, text_bytes};
+
 /// The `layerstore` binary built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_layerstore");
-
-// ---------------------------------------------------------------------------
-// Deterministic content
-// ---------------------------------------------------------------------------
-
-/// SplitMix64: small, fast and deterministic, so every failure reproduces.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x5851_f42d_4c95_7f2d)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-
-    pub fn fill(&mut self, out: &mut [u8]) {
-        for chunk in out.chunks_mut(8) {
-            let v = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-    }
-}
-
-/// `n` incompressible bytes.
-pub fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
-    let mut v = vec![0u8; n];
-    Rng::new(seed).fill(&mut v);
-    v
-}
-
-/// `n` bytes of word soup: compresses like text, but no long repeats.
-pub fn text_bytes(seed: u64, n: usize) -> Vec<u8> {
-    const WORDS: &[&str] = &[
-        "layer",
-        "store",
-        "chunk",
-        "pack",
-        "digest",
-        "sha256",
-        "tar",
-        "header",
-        "payload",
-        "the",
-        "of",
-        "and",
-        "container",
-        "image",
-        "registry",
-        "blob",
-        "gzip",
-        "zstd",
-        "index",
-        "recipe",
-        "frame",
-        "offset",
-        "sparse",
-        "hardlink",
-        "symlink",
-        "directory",
-        "fifo",
-        "ü",
-        "名前",
-        "0",
-        "1",
-        "42",
-        "\n",
-        "\t",
-        "{",
-        "}",
-        "=",
-        ";",
-    ];
-    let mut rng = Rng::new(seed);
-    let mut out = Vec::with_capacity(n + 16);
-    while out.len() < n {
-        out.extend_from_slice(WORDS[rng.below(WORDS.len() as u64) as usize].as_bytes());
-        out.push(if rng.below(9) == 0 { b'\n' } else { b' ' });
-    }
-    out.truncate(n);
-    out
-}
-
-/// `n` bytes mixing repeated 4 KiB blocks, zero runs and random runs.
-pub fn partly_repetitive(seed: u64, n: usize) -> Vec<u8> {
-    let mut rng = Rng::new(seed);
-    let motifs: Vec<Vec<u8>> = (0..4).map(|i| random_bytes(seed ^ (i + 1), 4096)).collect();
-    let mut out = Vec::with_capacity(n + 70_000);
-    while out.len() < n {
-        match rng.below(4) {
-            0 => {
-                let m = &motifs[rng.below(4) as usize];
-                for _ in 0..1 + rng.below(8) {
-                    out.extend_from_slice(m);
-                }
-            }
-            1 => out.resize(out.len() + 1 + rng.below(20_000) as usize, 0),
-            2 => out.extend_from_slice(&text_bytes(rng.next_u64(), 1 + rng.below(30_000) as usize)),
-            _ => out.extend_from_slice(&random_bytes(
-                rng.next_u64(),
-                1 + rng.below(60_000) as usize,
-            )),
-        }
-    }
-    out.truncate(n);
-    out
-}
 
 // ---------------------------------------------------------------------------
 // Byte comparison without dumping megabytes into the failure message

@@ -1,7 +1,7 @@
-//! Helpers for tests/images.rs: deterministic content, layer tars (GNU tar
-//! and the tar crate), hand-built docker archives and OCI layouts, the real
-//! OCI clients (skopeo, umoci), the `layerstore` CLI, and store snapshots
-//! that show whether a failed import left anything behind.
+//! Helpers for tests/images.rs: layer tars (GNU tar and the tar crate),
+//! hand-built docker archives and OCI layouts, the real OCI clients
+//! (skopeo, umoci), the `layerstore` CLI, and store snapshots that show
+//! whether a failed import left anything behind.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
@@ -26,33 +26,6 @@ pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 // ---------------------------------------------------------------------------
 // Content
 // ---------------------------------------------------------------------------
-
-/// SplitMix64, so every run builds the same bytes.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x2545_f491_4f6c_dd1d)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// `len` incompressible bytes.
-    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
-        let mut out = vec![0u8; len];
-        for chunk in out.chunks_mut(8) {
-            let v = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-        out
-    }
-}
 
 /// `sha256:<hex>` of `bytes`.
 pub fn sha(bytes: &[u8]) -> String {

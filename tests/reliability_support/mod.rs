@@ -1,4 +1,4 @@
-//! Helpers for tests/reliability.rs: a seeded xorshift RNG, layer tars and
+//! Helpers for tests/reliability.rs: layer tars and
 //! docker archives built in memory, an independent sha256 (not layerstore's
 //! own), CLI wrappers around the real `layerstore` binary, a pack-format
 //! walker, and small filesystem utilities.
@@ -30,90 +30,6 @@ pub fn soak() -> u64 {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .filter(|&n| n > 0)
         .unwrap_or(1)
-}
-
-// ---------------------------------------------------------------------------
-// Deterministic randomness
-// ---------------------------------------------------------------------------
-
-/// xorshift64*: tiny, seeded, reproducible.
-#[derive(Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        // Scramble the seed so small seeds do not start with tiny states.
-        let mut s = seed ^ 0x9e37_79b9_7f4a_7c15;
-        s = (s ^ (s >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        Rng(if s == 0 { 0x2545_f491_4f6c_dd1d } else { s })
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform-ish in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        assert!(n > 0);
-        self.next_u64() % n
-    }
-
-    /// In `lo..=hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    pub fn fill(&mut self, out: &mut [u8]) {
-        for chunk in out.chunks_mut(8) {
-            let v = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-    }
-
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-}
-
-/// `n` incompressible bytes.
-pub fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
-    let mut v = vec![0u8; n];
-    Rng::new(seed).fill(&mut v);
-    v
-}
-
-/// `n` bytes that compress like text (zstd makes real frames of them).
-pub fn text_bytes(seed: u64, n: usize) -> Vec<u8> {
-    const WORDS: &[&str] = &[
-        "layer", "store", "chunk", "pack", "frame", "digest", "sha256", "tar", "the", "of", "and",
-        "image", "blob", "gzip", "index", "recipe", "offset", "0", "1", "42", "{", "}",
-    ];
-    let mut rng = Rng::new(seed);
-    let mut out = Vec::with_capacity(n + 16);
-    while out.len() < n {
-        out.extend_from_slice(WORDS[rng.below(WORDS.len() as u64) as usize].as_bytes());
-        out.push(if rng.below(11) == 0 { b'\n' } else { b' ' });
-    }
-    out.truncate(n);
-    out
-}
-
-/// Random or text content, chosen by the seed.
-pub fn mixed_bytes(seed: u64, n: usize) -> Vec<u8> {
-    if seed.is_multiple_of(3) {
-        text_bytes(seed, n)
-    } else {
-        random_bytes(seed, n)
-    }
 }
 
 // ---------------------------------------------------------------------------

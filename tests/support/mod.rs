@@ -1,0 +1,16 @@
+//! The one set of helpers every integration test binary shares: each
+//! `tests/*.rs` says `mod support;` and `use support::*;`, and compiles its
+//! own copy of this module. Each helper is written once, in the submodule
+//! that owns its subject:
+//!
+//! * `rng`: the seeded generator and the generated content (random, text,
+//!   partly repetitive bytes).
+//!
+//! Every test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+mod rng;
+
+// Each binary uses only some of these; the rest is unused there.
+#[allow(unused_imports)]
+pub use rng::*;
