@@ -821,7 +821,7 @@ fn concurrent_writers_readers_and_gc() {
                         fail(format!(
                             "reader {r}: get {d} returned {} bytes hashing to {}",
                             bytes.len(),
-                            sha256_digest(&bytes)
+                            sha(&bytes)
                         ));
                         return;
                     }

@@ -14,34 +14,10 @@ use std::process::{Command, Output, Stdio};
 
 use layerstore::{Compression, Digest, LayerInfo, PutOptions, Store};
 
-use crate::support::{partly_repetitive, random_bytes, text_bytes};
+use crate::support::{assert_same_bytes, partly_repetitive, random_bytes, text_bytes};
 
 /// The `layerstore` binary built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_layerstore");
-
-// ---------------------------------------------------------------------------
-// Byte comparison without dumping megabytes into the failure message
-// ---------------------------------------------------------------------------
-
-#[track_caller]
-pub fn assert_same_bytes(actual: &[u8], expected: &[u8], what: &str) {
-    if actual == expected {
-        return;
-    }
-    let first_diff = actual
-        .iter()
-        .zip(expected)
-        .position(|(a, b)| a != b)
-        .unwrap_or(actual.len().min(expected.len()));
-    panic!(
-        "{what}: bytes differ: got {} bytes, expected {} bytes, first difference at offset {first_diff} \
-         (sha256 got {}, expected {})",
-        actual.len(),
-        expected.len(),
-        Digest::of(actual),
-        Digest::of(expected),
-    );
-}
 
 // ---------------------------------------------------------------------------
 // External tools

@@ -10,8 +10,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use layerstore::{Digest, Store};
+use layerstore::Store;
 use serde_json::{Value, json};
+
+use crate::support::{hex, sha};
 
 /// The `layerstore` binary built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_layerstore");
@@ -26,16 +28,6 @@ pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 // ---------------------------------------------------------------------------
 // Content
 // ---------------------------------------------------------------------------
-
-/// `sha256:<hex>` of `bytes`.
-pub fn sha(bytes: &[u8]) -> String {
-    Digest::of(bytes).to_string()
-}
-
-/// The hex part of `sha256:<hex>`.
-pub fn hex(digest: &str) -> &str {
-    digest.strip_prefix("sha256:").expect("a sha256 digest")
-}
 
 /// Writes `files` (path, content) under `root`, creating directories.
 pub fn write_tree(root: &Path, files: &[(&str, &[u8])]) {

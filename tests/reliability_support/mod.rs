@@ -1,6 +1,5 @@
-//! Helpers for tests/reliability.rs: layer tars and
-//! docker archives built in memory, an independent sha256 (not layerstore's
-//! own), CLI wrappers around the real `layerstore` binary, a pack-format
+//! Helpers for tests/reliability.rs: layer tars and docker archives built
+//! in memory, CLI wrappers around the real `layerstore` binary, a pack-format
 //! walker, and small filesystem utilities.
 #![allow(dead_code)]
 
@@ -11,6 +10,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 
 use serde_json::Value;
+
+use crate::support::{assert_same_bytes, sha};
 
 /// The `layerstore` binary built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_layerstore");
@@ -30,22 +31,6 @@ pub fn soak() -> u64 {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .filter(|&n| n > 0)
         .unwrap_or(1)
-}
-
-// ---------------------------------------------------------------------------
-// sha256, independent of layerstore's Digest
-// ---------------------------------------------------------------------------
-
-/// `sha256:<hex>` of `data`, computed with the sha2 crate directly.
-pub fn sha256_digest(data: &[u8]) -> String {
-    use sha2::Digest as _;
-    let hash = sha2::Sha256::digest(data);
-    let mut s = String::with_capacity(71);
-    s.push_str("sha256:");
-    for b in hash.iter() {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
 }
 
 // ---------------------------------------------------------------------------
@@ -83,7 +68,7 @@ impl LayerFile {
     pub fn write(path: PathBuf, tar: &[u8]) -> LayerFile {
         fs::write(&path, tar).expect("writing layer file");
         LayerFile {
-            digest: sha256_digest(tar),
+            digest: sha(tar),
             size: tar.len() as u64,
             path,
         }
@@ -97,7 +82,7 @@ impl LayerFile {
 /// Writes a `docker save` archive at `path` with the given layer tars
 /// (base first) and RepoTags; returns the layers' DiffIDs.
 pub fn write_docker_archive(path: &Path, layers: &[Vec<u8>], tags: &[&str]) -> Vec<String> {
-    let diff_ids: Vec<String> = layers.iter().map(|l| sha256_digest(l)).collect();
+    let diff_ids: Vec<String> = layers.iter().map(|l| sha(l)).collect();
     let config = serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
@@ -105,7 +90,7 @@ pub fn write_docker_archive(path: &Path, layers: &[Vec<u8>], tags: &[&str]) -> V
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     });
     let config_bytes = serde_json::to_vec(&config).unwrap();
-    let config_hex = sha256_digest(&config_bytes)[7..].to_string();
+    let config_hex = sha(&config_bytes)[7..].to_string();
     let layer_paths: Vec<String> = diff_ids
         .iter()
         .map(|d| format!("{}/layer.tar", &d[7..]))
@@ -297,25 +282,6 @@ pub fn assert_get_exact(store: &Path, layer: &LayerFile, scratch: &Path, context
         &format!("{context}: get {}", layer.digest),
     );
     let _ = fs::remove_file(&out_path);
-}
-
-#[track_caller]
-pub fn assert_same_bytes(actual: &[u8], expected: &[u8], what: &str) {
-    if actual == expected {
-        return;
-    }
-    let first = actual
-        .iter()
-        .zip(expected)
-        .position(|(a, b)| a != b)
-        .unwrap_or(actual.len().min(expected.len()));
-    panic!(
-        "{what}: bytes differ: got {} bytes, expected {}, first difference at {first} (got {}, expected {})",
-        actual.len(),
-        expected.len(),
-        sha256_digest(actual),
-        sha256_digest(expected)
-    );
 }
 
 /// The first stdout line of a put (its DiffID).

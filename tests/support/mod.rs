@@ -5,12 +5,15 @@
 //!
 //! * `rng`: the seeded generator and the generated content (random, text,
 //!   partly repetitive bytes).
+//! * `bytes`: sha256 digest strings computed independently of layerstore,
+//!   and byte comparison that does not dump megabytes into a failure.
 //!
 //! Every test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+mod bytes;
 mod rng;
 
 // Each binary uses only some of these; the rest is unused there.
 #[allow(unused_imports)]
-pub use rng::*;
+pub use {bytes::*, rng::*};
