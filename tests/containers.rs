@@ -137,9 +137,9 @@ fn three_layers(dir: &Path) -> Vec<Vec<u8>> {
     std::os::unix::fs::symlink("opaque", l3.join("becomes-link")).unwrap();
 
     vec![
-        gnu_tar(&l1, &dir.join("l1.tar")),
-        gnu_tar(&l2, &dir.join("l2.tar")),
-        gnu_tar(&l3, &dir.join("l3.tar")),
+        gnu_tar_layer(&l1, &dir.join("l1.tar")),
+        gnu_tar_layer(&l2, &dir.join("l2.tar")),
+        gnu_tar_layer(&l3, &dir.join("l3.tar")),
     ]
 }
 
@@ -157,13 +157,9 @@ fn umoci_unpack(layout: &Path, name: &str, bundle: &Path) -> PathBuf {
     let umoci = require_tool("umoci");
     let image_arg = format!("{}:{name}", s(layout));
     run_ok(
-        &umoci,
-        &[
-            "unpack".as_ref(),
-            "--image".as_ref(),
-            image_arg.as_ref(),
-            bundle.as_os_str(),
-        ],
+        Command::new(&umoci)
+            .args(["unpack", "--image", &image_arg])
+            .arg(bundle),
     );
     bundle.join("rootfs")
 }
@@ -424,8 +420,8 @@ fn simple_image(dir: &Path) -> Vec<Vec<u8>> {
     let l2 = dir.join("s2");
     write_tree(&l2, &[("app/version", b"1.0\n")]);
     vec![
-        gnu_tar(&l1, &dir.join("s1.tar")),
-        gnu_tar(&l2, &dir.join("s2.tar")),
+        gnu_tar_layer(&l1, &dir.join("s1.tar")),
+        gnu_tar_layer(&l2, &dir.join("s2.tar")),
     ]
 }
 
@@ -668,7 +664,7 @@ fn disk_use_of_n_containers() {
         .map(|(p, d)| (p.as_str(), d.as_slice()))
         .collect();
     write_tree(&content, &refs);
-    let layer = gnu_tar(&content, &t.path().join("big.tar"));
+    let layer = gnu_tar_layer(&content, &t.path().join("big.tar"));
     fs::remove_dir_all(&content).unwrap();
     let (store, _) = store_with(t.path(), "big:1", &[layer]);
     let one_copy = 32u64 << 20;

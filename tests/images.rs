@@ -11,6 +11,7 @@ mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use image_support::*;
 use layerstore::{ExportFormat, Store};
@@ -56,8 +57,8 @@ impl TwoLayers {
                 ("app/main", format!("app {seed}\n").as_bytes()),
             ],
         );
-        let base = gnu_tar(&base_dir, &work.join("base.tar"));
-        let app = gnu_tar(&app_dir, &work.join("app.tar"));
+        let base = gnu_tar_layer(&base_dir, &work.join("base.tar"));
+        let app = gnu_tar_layer(&app_dir, &work.join("app.tar"));
         TwoLayers { base, app, tool }
     }
 
@@ -175,22 +176,14 @@ fn exported_oci_layout_works_with_skopeo_and_umoci() {
     assert_eq!(get(&fresh, &diff_ids[1]), img.app);
 
     // umoci lists and unpacks it; whiteouts are applied.
-    let ls = run_ok(
-        &umoci,
-        &["ls".as_ref(), "--layout".as_ref(), layout.as_os_str()],
-    );
+    let ls = run_ok(Command::new(&umoci).args(["ls", "--layout"]).arg(&layout));
     assert_eq!(String::from_utf8_lossy(&ls.stdout).trim(), "test/app:1");
     let bundle = t.path().join("bundle");
     let image_arg = format!("{}:test/app:1", s(&layout));
     run_ok(
-        &umoci,
-        &[
-            "unpack".as_ref(),
-            "--rootless".as_ref(),
-            "--image".as_ref(),
-            image_arg.as_ref(),
-            bundle.as_os_str(),
-        ],
+        Command::new(&umoci)
+            .args(["unpack", "--rootless", "--image", &image_arg])
+            .arg(&bundle),
     );
     img.check_rootfs(&bundle.join("rootfs"), 1);
 }
@@ -266,7 +259,7 @@ fn skopeo_gzip_layout_dedups_and_exports_both_formats() {
 
     // The same layout as a tar imports the same way.
     let layout_tar = t.path().join("layout.tar");
-    gnu_tar(&layout, &layout_tar);
+    gnu_tar_layer(&layout, &layout_tar);
     let tarred = Store::open(t.path().join("tarred")).unwrap();
     let r = tarred.import_image(&layout_tar, None).unwrap();
     assert_eq!(r.format, "oci");
@@ -346,7 +339,7 @@ fn images_sharing_a_base_layer_store_it_once() {
         .collect();
     let files: Vec<(&str, &[u8])> = files.iter().map(|(p, b)| (p.as_str(), *b)).collect();
     write_tree(&base_dir, &files);
-    let base = gnu_tar(&base_dir, &t.path().join("base.tar"));
+    let base = gnu_tar_layer(&base_dir, &t.path().join("base.tar"));
     let mut apps = Vec::new();
     for name in ["one", "two"] {
         let dir = t.path().join(name);
@@ -357,7 +350,7 @@ fn images_sharing_a_base_layer_store_it_once() {
                 ("app/data", &rng.bytes(20_000)),
             ],
         );
-        apps.push(gnu_tar(&dir, &t.path().join(format!("{name}.tar"))));
+        apps.push(gnu_tar_layer(&dir, &t.path().join(format!("{name}.tar"))));
     }
     let a1 = t.path().join("one.docker.tar");
     let a2 = t.path().join("two.docker.tar");

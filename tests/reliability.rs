@@ -418,10 +418,10 @@ impl Harness {
         let x = LayerFile::write(self.work.join(format!("partial-x-{f}.tar")), &x);
         let y = LayerFile::write(self.work.join(format!("partial-y-{f}.tar")), &y);
         for l in [&x, &y] {
-            let out = run_ok(&self.store, &["put", l.path.to_str().unwrap()]);
+            let out = cli_ok(&self.store, &["put", l.path.to_str().unwrap()]);
             assert_eq!(first_line(&out), l.digest);
         }
-        run_ok(&self.store, &["rm", &x.digest]);
+        cli_ok(&self.store, &["rm", &x.digest]);
         self.files.insert(y.digest.clone(), y.clone());
         self.acked_layers.insert(y.digest.clone());
     }
@@ -436,14 +436,14 @@ impl Harness {
         if n > 25 || (n > 8 && self.rng.chance(40)) || (n > 3 && self.rng.chance(15)) {
             let all: Vec<String> = self.acked_layers.iter().cloned().collect();
             let victim = self.rng.pick(&all).clone();
-            run_ok(&self.store, &["rm", &victim]);
+            cli_ok(&self.store, &["rm", &victim]);
             self.acked_layers.remove(&victim);
             self.stats.rms += 1;
         }
         if !self.acked_images.is_empty() && (self.rng.chance(15) || self.acked_images.len() > 5) {
             let names: Vec<String> = self.acked_images.keys().cloned().collect();
             let victim = self.rng.pick(&names).clone();
-            run_ok(&self.store, &["image", "rm", &victim]);
+            cli_ok(&self.store, &["image", "rm", &victim]);
             self.acked_images.remove(&victim);
             self.stats.image_rms += 1;
         }
@@ -525,7 +525,7 @@ fn kill_harness() {
     // A few acknowledged layers before the first kill.
     for i in [0usize, 2, 5] {
         let l = h.pool[i].clone();
-        let out = run_ok(&h.store, &["put", l.path.to_str().unwrap()]);
+        let out = cli_ok(&h.store, &["put", l.path.to_str().unwrap()]);
         assert_eq!(first_line(&out), l.digest);
         h.acked_layers.insert(l.digest.clone());
     }
@@ -632,7 +632,7 @@ fn kill_harness() {
     // be left, so no crash leaked chunks or packs.
     let names: Vec<String> = listed_images(&h.store).into_iter().collect();
     for n in &names {
-        run_ok(&h.store, &["image", "rm", n]);
+        cli_ok(&h.store, &["image", "rm", n]);
     }
     let layers: Vec<String> = listed_layers(&h.store)
         .into_iter()
@@ -641,9 +641,9 @@ fn kill_harness() {
     if !layers.is_empty() {
         let mut args = vec!["rm"];
         args.extend(layers.iter().map(String::as_str));
-        run_ok(&h.store, &args);
+        cli_ok(&h.store, &args);
     }
-    run_ok(&h.store, &["gc"]);
+    cli_ok(&h.store, &["gc"]);
     let (ok, stat) = run_json(&h.store, &["stat", "--json"]);
     assert!(ok);
     assert_eq!(
@@ -720,7 +720,7 @@ fn concurrent_writers_readers_and_gc() {
     // Create the store before the processes start: several processes
     // creating one store at once is its own case, see
     // `concurrent_first_use_of_a_new_store`.
-    run_ok(&store, &["ls"]);
+    cli_ok(&store, &["ls"]);
     // Acknowledged layers: digest -> file with the expected bytes.
     let acked: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
     let failures: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -771,7 +771,7 @@ fn concurrent_writers_readers_and_gc() {
                         let l = &layers[((w * 2 + rng.below(5)) % 9) as usize];
                         (l.path.clone(), l.digest.clone())
                     };
-                    let out = run(store, &["put", path.to_str().unwrap()]);
+                    let out = cli_run(store, &["put", path.to_str().unwrap()]);
                     if !out.status.success() || first_line(&out) != digest {
                         fail(format!("writer {w}: put {digest}: {}", describe(&out)));
                         return;
@@ -849,7 +849,7 @@ fn concurrent_writers_readers_and_gc() {
                         verifies.fetch_add(1, Ordering::Relaxed);
                     } else {
                         let below = if i.is_multiple_of(2) { "100" } else { "50" };
-                        let out = run(store, &["gc", "--rewrite-below", below, "--json"]);
+                        let out = cli_run(store, &["gc", "--rewrite-below", below, "--json"]);
                         if !out.status.success() {
                             fail(format!("gc: {}", describe(&out)));
                             return;
@@ -913,7 +913,7 @@ fn concurrent_writers_readers_and_gc() {
         }
     };
     check_all("after the concurrent run");
-    run_ok(&store, &["gc", "--rewrite-below", "100"]);
+    cli_ok(&store, &["gc", "--rewrite-below", "100"]);
     let report = assert_verify_clean(&store, true, "after the final gc");
     assert!(findings(&report, "warnings").is_empty());
     assert_eq!(pack_files(&store), indexed_packs(&store));
@@ -976,7 +976,7 @@ fn stat_while_other_processes_open_and_close_the_store() {
         dir.path().join("l.tar"),
         &make_tar(&[("f".to_string(), random_bytes(90, 300_000))]),
     );
-    run_ok(&store, &["put", layer.path.to_str().unwrap()]);
+    cli_ok(&store, &["put", layer.path.to_str().unwrap()]);
     let stop = AtomicBool::new(false);
     let failures: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let stats = AtomicU64::new(0);
@@ -985,13 +985,13 @@ fn stat_while_other_processes_open_and_close_the_store() {
         for _ in 0..3 {
             s.spawn(|| {
                 while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                    let _ = run(&store, &["ls", "--json"]);
+                    let _ = cli_run(&store, &["ls", "--json"]);
                 }
             });
         }
         s.spawn(|| {
             while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                let out = run(&store, &["stat", "--json"]);
+                let out = cli_run(&store, &["stat", "--json"]);
                 stats.fetch_add(1, Ordering::Relaxed);
                 if !out.status.success() {
                     failures.lock().unwrap().push(describe(&out));
@@ -1038,7 +1038,7 @@ impl Fixture {
     /// Puts a layer and returns the packs its put created.
     fn put(&self, layer: &LayerFile) -> Vec<String> {
         let before = pack_files(&self.store);
-        let out = run_ok(&self.store, &["put", layer.path.to_str().unwrap()]);
+        let out = cli_ok(&self.store, &["put", layer.path.to_str().unwrap()]);
         assert_eq!(first_line(&out), layer.digest);
         pack_files(&self.store)
             .difference(&before)
@@ -1106,7 +1106,7 @@ fn assert_get_fails_cleanly(fx: &Fixture, layer: &LayerFile) {
     );
     let left: Vec<_> = fs::read_dir(&out_dir).unwrap().flatten().collect();
     assert!(left.is_empty(), "get -o left files behind: {left:?}");
-    let o = run(&fx.store, &["get", &layer.digest]);
+    let o = cli_run(&fx.store, &["get", &layer.digest]);
     assert!(
         !o.status.success(),
         "get of damaged layer {} to stdout succeeded",
@@ -1310,7 +1310,7 @@ fn damaged_index_is_reported_and_repaired() {
             .any(|(s, _)| s == &format!("layer {}", b.digest)),
         "layer B's missing chunks are not reported: {problems:#?}"
     );
-    assert!(!run(&fx.store, &["get", &c.digest]).status.success());
+    assert!(!cli_run(&fx.store, &["get", &c.digest]).status.success());
 
     let (ok, report) = verify(&fx.store, false, true);
     let repaired = strings(&report, "repaired");
@@ -1367,7 +1367,7 @@ fn damaged_pack_and_index_repair_restores_what_packs_hold() {
         assert!(!mentions(&problems, &l.digest), "{problems:#?}");
         assert_get_exact(&fx.store, l, fx.scratch(), "restored layer");
     }
-    assert!(!run(&fx.store, &["get", &a.digest]).status.success());
+    assert!(!cli_run(&fx.store, &["get", &a.digest]).status.success());
 }
 
 /// verify --repair on a store that verify --full calls sound must not
@@ -1387,10 +1387,10 @@ fn repair_of_a_sound_store_after_rm_and_gc_changes_nothing() {
     fx.put_own_pack(&z);
     fx.put_own_pack(&a);
     fx.put_own_pack(&b);
-    run_ok(&fx.store, &["rm", &z.digest, &a.digest]);
+    cli_ok(&fx.store, &["rm", &z.digest, &a.digest]);
     // gc: P0 is dead and deleted; PA keeps the a chunks B uses (and, as
     // dead bytes, A's recipe frame).
-    run_ok(&fx.store, &["gc"]);
+    cli_ok(&fx.store, &["gc"]);
     let report = assert_verify_clean(&fx.store, true, "after rm and gc");
     assert!(findings(&report, "warnings").is_empty());
 
@@ -1553,7 +1553,7 @@ fn after_failed_put(
                 "{context}: unexpected warning {subject}: {detail}"
             );
         }
-        let out = run(store, &["gc"]);
+        let out = cli_run(store, &["gc"]);
         assert!(
             out.status.success(),
             "{context}: gc on the full disk failed: {}",
@@ -1591,7 +1591,7 @@ fn full_disk_flow(strict: bool) {
     let mut acked: Vec<LayerFile> = Vec::new();
     let mut failed_at = None;
     for (i, l) in layers.iter().enumerate() {
-        let out = run(&store, &["put", l.path.to_str().unwrap()]);
+        let out = cli_run(&store, &["put", l.path.to_str().unwrap()]);
         if out.status.success() {
             assert_eq!(first_line(&out), l.digest);
             acked.push(l.clone());
@@ -1616,7 +1616,7 @@ fn full_disk_flow(strict: bool) {
     // Trying again on the still-full disk fails the same way.
     let failing = &layers[failed_at];
     for attempt in 0..2 {
-        let out = run(&store, &["put", failing.path.to_str().unwrap()]);
+        let out = cli_run(&store, &["put", failing.path.to_str().unwrap()]);
         assert!(
             !out.status.success() && is_out_of_space(&out),
             "{}",
@@ -1633,7 +1633,7 @@ fn full_disk_flow(strict: bool) {
 
     // Space comes back: the put succeeds.
     fs::remove_file(&ballast).unwrap();
-    let out = run_ok(&store, &["put", failing.path.to_str().unwrap()]);
+    let out = cli_ok(&store, &["put", failing.path.to_str().unwrap()]);
     assert_eq!(first_line(&out), failing.digest);
     acked.push(failing.clone());
     assert_store_sound(&store, &acked, scratch, "after freeing space");
@@ -1642,7 +1642,7 @@ fn full_disk_flow(strict: bool) {
     // Fill it again, then free space the store's own way: rm + gc.
     let mut full_again = false;
     for l in &layers[failed_at + 1..] {
-        let out = run(&store, &["put", l.path.to_str().unwrap()]);
+        let out = cli_run(&store, &["put", l.path.to_str().unwrap()]);
         if out.status.success() {
             assert_eq!(first_line(&out), l.digest);
             acked.push(l.clone());
@@ -1657,23 +1657,23 @@ fn full_disk_flow(strict: bool) {
     let removed: Vec<LayerFile> = acked.drain(..3).collect();
     let mut rm_args = vec!["rm"];
     rm_args.extend(removed.iter().map(|l| l.digest.as_str()));
-    let out = run(&store, &rm_args);
+    let out = cli_run(&store, &rm_args);
     assert!(
         out.status.success(),
         "rm on a full disk: {}",
         describe(&out)
     );
-    let out = run(&store, &["gc"]);
+    let out = cli_run(&store, &["gc"]);
     assert!(
         out.status.success(),
         "gc on a full disk: {}",
         describe(&out)
     );
     for l in &removed {
-        assert!(!run(&store, &["get", &l.digest]).status.success());
+        assert!(!cli_run(&store, &["get", &l.digest]).status.success());
     }
     let next = distinct_layers(&layers_dir, 1, 700_000, 5000).remove(0);
-    let out = run(&store, &["put", next.path.to_str().unwrap()]);
+    let out = cli_run(&store, &["put", next.path.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "put after rm + gc freed space: {}",

@@ -1,114 +1,29 @@
-//! Helpers shared by the integration tests: external tools (GNU tar, gzip,
-//! zstd, python3), a generated directory tree, a tiny tar walker,
-//! round-trip checks through the library, and CLI wrappers.
+//! Helpers shared by the integration tests: gzip and zstd, a generated
+//! directory tree, a tiny tar walker, round-trip checks through the
+//! library, and CLI wrappers.
 //!
 //! Every test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use layerstore::{Compression, Digest, LayerInfo, PutOptions, Store};
 
-use crate::support::{assert_same_bytes, partly_repetitive, random_bytes, text_bytes};
+use crate::support::{
+    assert_same_bytes, command_line, gnu_tar, partly_repetitive, random_bytes, run_ok,
+    run_with_input, text_bytes, tool,
+};
 
 /// The `layerstore` binary built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_layerstore");
 
 // ---------------------------------------------------------------------------
-// External tools
+// Compression through the real tools
 // ---------------------------------------------------------------------------
-
-/// Panics with a clear message when `name` is not on PATH. The tests never
-/// skip silently: CI installs GNU tar, gzip, zstd and python3.
-pub fn require_tool(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join(name);
-        if let Ok(meta) = fs::metadata(&candidate)
-            && meta.is_file()
-        {
-            return candidate;
-        }
-    }
-    panic!(
-        "required external tool `{name}` was not found on PATH; these tests need GNU tar, gzip, \
-         zstd, python3, mkfifo and truncate installed"
-    );
-}
-
-/// A command for an external tool, checked to exist.
-pub fn tool(name: &str) -> Command {
-    Command::new(require_tool(name))
-}
-
-/// GNU tar, checked to be GNU tar.
-pub fn gnu_tar() -> Command {
-    let out = tool("tar")
-        .arg("--version")
-        .output()
-        .expect("running tar --version");
-    let version = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        version.contains("GNU tar"),
-        "`tar` on PATH is not GNU tar (these tests need GNU tar): {version}"
-    );
-    tool("tar")
-}
-
-fn describe(cmd: &Command) -> String {
-    format!(
-        "{} {}",
-        cmd.get_program().to_string_lossy(),
-        cmd.get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" ")
-    )
-}
-
-/// Runs `cmd` with `input` on stdin (written from another thread so large
-/// inputs cannot deadlock) and returns its output, whatever the status.
-pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> Output {
-    let what = describe(cmd);
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    let mut stdin = child.stdin.take().expect("child stdin");
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            // A child that exits early closes the pipe; that is its business.
-            let _ = stdin.write_all(input);
-        });
-        child
-            .wait_with_output()
-            .unwrap_or_else(|e| panic!("waiting for {what}: {e}"))
-    })
-}
-
-/// Runs `cmd`, asserting exit status 0; returns its output.
-#[track_caller]
-pub fn run_ok(cmd: &mut Command) -> Output {
-    let what = describe(cmd);
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed with {}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 /// `gzip -c -n` of `data`.
 pub fn gzip(data: &[u8]) -> Vec<u8> {
@@ -534,7 +449,7 @@ pub fn gnu_tar_create(tree: &Path, archive: &Path, args: &[&str]) -> Vec<u8> {
         .arg("-C")
         .arg(tree)
         .arg(".");
-    let what = describe(&cmd);
+    let what = command_line(&cmd);
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));

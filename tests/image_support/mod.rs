@@ -1,11 +1,10 @@
 //! Helpers for tests/images.rs: layer tars (GNU tar and the tar crate),
 //! hand-built docker archives and OCI layouts, the real OCI clients
-//! (skopeo, umoci), the `layerstore` CLI, and store snapshots that show
+//! (skopeo), the `layerstore` CLI, and store snapshots that show
 //! whether a failed import left anything behind.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
-use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -13,7 +12,7 @@ use std::process::{Command, Output};
 use layerstore::Store;
 use serde_json::{Value, json};
 
-use crate::support::{hex, sha};
+use crate::support::{gnu_tar, hex, run_ok, sha, tool};
 
 /// The `layerstore` binary built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_layerstore");
@@ -40,23 +39,22 @@ pub fn write_tree(root: &Path, files: &[(&str, &[u8])]) {
 
 /// Makes a layer tar of `dir` with GNU tar (`tar cf OUT -C DIR .`),
 /// deterministic headers; returns its bytes.
-pub fn gnu_tar(dir: &Path, out: &Path) -> Vec<u8> {
-    let status = Command::new("tar")
-        .args([
-            "--sort=name",
-            "--owner=0",
-            "--group=0",
-            "--numeric-owner",
-            "--mtime=@1700000000",
-            "-cf",
-        ])
-        .arg(out)
-        .arg("-C")
-        .arg(dir)
-        .arg(".")
-        .status()
-        .expect("GNU tar must be installed");
-    assert!(status.success(), "tar cf {} failed", out.display());
+pub fn gnu_tar_layer(dir: &Path, out: &Path) -> Vec<u8> {
+    run_ok(
+        gnu_tar()
+            .args([
+                "--sort=name",
+                "--owner=0",
+                "--group=0",
+                "--numeric-owner",
+                "--mtime=@1700000000",
+                "-cf",
+            ])
+            .arg(out)
+            .arg("-C")
+            .arg(dir)
+            .arg("."),
+    );
     fs::read(out).unwrap()
 }
 
@@ -263,49 +261,12 @@ pub fn docker_archive_with(
 }
 
 // ---------------------------------------------------------------------------
-// External programs
+// skopeo
 // ---------------------------------------------------------------------------
-
-/// Finds a program on PATH; panics (the test fails, it does not skip) if it
-/// is missing.
-pub fn require_tool(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/bin")]) {
-        let candidate = dir.join(name);
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!(
-        "{name} is required by the image tests but was not found on PATH or in /usr/bin; \
-         install it (apt-get install skopeo umoci)"
-    );
-}
-
-/// Runs a program; panics with its output unless it succeeds.
-pub fn run_ok(program: &Path, args: &[&OsStr]) -> Output {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
-    assert!(
-        out.status.success(),
-        "{} {:?} failed ({}):\nstdout: {}\nstderr: {}",
-        program.display(),
-        args,
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 /// `skopeo --insecure-policy ARGS` (no signature policy: everything is local).
 pub fn skopeo(args: &[&str]) -> Output {
-    let skopeo = require_tool("skopeo");
-    let mut all: Vec<&OsStr> = vec![OsStr::new("--insecure-policy")];
-    all.extend(args.iter().map(OsStr::new));
-    run_ok(&skopeo, &all)
+    run_ok(tool("skopeo").arg("--insecure-policy").args(args))
 }
 
 /// `skopeo inspect ARGS`, parsed.

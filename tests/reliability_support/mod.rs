@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde_json::Value;
 
-use crate::support::{assert_same_bytes, sha};
+use crate::support::{assert_same_bytes, describe, run_ok, sha, tool};
 
 /// The `layerstore` binary built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_layerstore");
@@ -126,37 +126,16 @@ pub fn cli(store: &Path) -> Command {
     c
 }
 
-pub fn run(store: &Path, args: &[&str]) -> Output {
+pub fn cli_run(store: &Path, args: &[&str]) -> Output {
     cli(store)
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("spawning layerstore {args:?}: {e}"))
 }
 
-pub fn describe(out: &Output) -> String {
-    format!(
-        "status {:?}; stderr: {}; stdout: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim(),
-        truncate_text(&String::from_utf8_lossy(&out.stdout), 2000)
-    )
-}
-
-fn truncate_text(s: &str, n: usize) -> String {
-    if s.len() <= n {
-        s.trim().to_string()
-    } else {
-        let mut end = n;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}... ({} bytes)", &s[..end], s.len())
-    }
-}
-
 #[track_caller]
-pub fn run_ok(store: &Path, args: &[&str]) -> Output {
-    let out = run(store, args);
+pub fn cli_ok(store: &Path, args: &[&str]) -> Output {
+    let out = cli_run(store, args);
     assert!(
         out.status.success(),
         "layerstore {args:?} failed: {}",
@@ -168,7 +147,7 @@ pub fn run_ok(store: &Path, args: &[&str]) -> Output {
 /// Runs a command that prints JSON; returns (exit success, parsed JSON).
 #[track_caller]
 pub fn run_json(store: &Path, args: &[&str]) -> (bool, Value) {
-    let out = run(store, args);
+    let out = cli_run(store, args);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "layerstore {args:?} did not print JSON ({e}): {}",
@@ -259,7 +238,7 @@ pub fn listed_images(store: &Path) -> BTreeSet<String> {
 /// bytes if the file exists.
 pub fn get_to_file(store: &Path, digest: &str, out: &Path) -> (Output, Option<Vec<u8>>) {
     let _ = fs::remove_file(out);
-    let o = run(store, &["get", digest, "-o", out.to_str().unwrap()]);
+    let o = cli_run(store, &["get", digest, "-o", out.to_str().unwrap()]);
     let bytes = fs::read(out).ok();
     (o, bytes)
 }
@@ -326,16 +305,11 @@ pub fn python_sql(store: &Path, body: &str) -> String {
     let script = format!(
         "import sqlite3, sys\ndb = sqlite3.connect(sys.argv[1])\n{body}\ndb.commit()\ndb.close()\n"
     );
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(&script)
-        .arg(store.join("index.db"))
-        .output()
-        .expect("running python3 (needed for index checks)");
-    assert!(
-        out.status.success(),
-        "python3 sqlite script failed: {}\nscript:\n{script}",
-        describe(&out)
+    let out = run_ok(
+        tool("python3")
+            .arg("-c")
+            .arg(&script)
+            .arg(store.join("index.db")),
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

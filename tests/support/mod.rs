@@ -7,13 +7,16 @@
 //!   partly repetitive bytes).
 //! * `bytes`: sha256 digest strings computed independently of layerstore,
 //!   and byte comparison that does not dump megabytes into a failure.
+//! * `tools`: external programs (GNU tar, gzip, zstd, python3, skopeo,
+//!   umoci...): finding them and running them.
 //!
 //! Every test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
 mod bytes;
 mod rng;
+mod tools;
 
 // Each binary uses only some of these; the rest is unused there.
 #[allow(unused_imports)]
-pub use {bytes::*, rng::*};
+pub use {bytes::*, rng::*, tools::*};
