@@ -1,6 +1,6 @@
-//! Helpers shared by the integration tests: gzip and zstd, a generated
-//! directory tree, a tiny tar walker, round-trip checks through the
-//! library, and CLI wrappers.
+//! Helpers shared by the integration tests: a generated directory tree, a
+//! tiny tar walker, round-trip checks through the library, and CLI
+//! wrappers.
 //!
 //! Every test binary uses a different subset of these helpers.
 #![allow(dead_code)]
@@ -14,77 +14,12 @@ use std::process::{Command, Output, Stdio};
 use layerstore::{Compression, Digest, LayerInfo, PutOptions, Store};
 
 use crate::support::{
-    assert_same_bytes, command_line, gnu_tar, partly_repetitive, random_bytes, run_ok,
-    run_with_input, text_bytes, tool,
+    Form, assert_same_bytes, command_line, gnu_tar, partly_repetitive, random_bytes, run_ok,
+    text_bytes, tool,
 };
 
 /// The `layerstore` binary built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_layerstore");
-
-// ---------------------------------------------------------------------------
-// Compression through the real tools
-// ---------------------------------------------------------------------------
-
-/// `gzip -c -n` of `data`.
-pub fn gzip(data: &[u8]) -> Vec<u8> {
-    let out = run_with_input(tool("gzip").args(["-c", "-n", "-6"]), data);
-    assert!(
-        out.status.success(),
-        "gzip failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-/// Two gzip members (first half, second half) concatenated: still one
-/// valid gzip file whose content is `data`.
-pub fn gzip_two_members(data: &[u8]) -> Vec<u8> {
-    let mid = data.len() / 2;
-    let mut out = gzip(&data[..mid]);
-    out.extend_from_slice(&gzip(&data[mid..]));
-    out
-}
-
-/// `zstd -c -3` of `data` (the CLI adds a content checksum).
-pub fn zstd(data: &[u8]) -> Vec<u8> {
-    let out = run_with_input(tool("zstd").args(["-q", "-c", "-3"]), data);
-    assert!(
-        out.status.success(),
-        "zstd failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-/// The compressed forms every tar is tried in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Form {
-    Plain,
-    Gzip,
-    GzipTwoMembers,
-    Zstd,
-}
-
-impl Form {
-    pub const ALL: [Form; 4] = [Form::Plain, Form::Gzip, Form::GzipTwoMembers, Form::Zstd];
-
-    pub fn encode(self, tar: &[u8]) -> Vec<u8> {
-        match self {
-            Form::Plain => tar.to_vec(),
-            Form::Gzip => gzip(tar),
-            Form::GzipTwoMembers => gzip_two_members(tar),
-            Form::Zstd => zstd(tar),
-        }
-    }
-
-    pub fn compression(self) -> Compression {
-        match self {
-            Form::Plain => Compression::None,
-            Form::Gzip | Form::GzipTwoMembers => Compression::Gzip,
-            Form::Zstd => Compression::Zstd,
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Round trips through the library

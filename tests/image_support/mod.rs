@@ -73,14 +73,6 @@ pub fn tar_layer(files: &[(&str, &[u8])]) -> Vec<u8> {
     builder.into_inner().unwrap()
 }
 
-/// Gzip-compresses bytes (the crate's own flate2).
-pub fn gzip(bytes: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    enc.write_all(bytes).unwrap();
-    enc.finish().unwrap()
-}
-
 // ---------------------------------------------------------------------------
 // Image documents
 // ---------------------------------------------------------------------------

@@ -9,14 +9,17 @@
 //!   and byte comparison that does not dump megabytes into a failure.
 //! * `tools`: external programs (GNU tar, gzip, zstd, python3, skopeo,
 //!   umoci...): finding them and running them.
+//! * `compress`: gzip and zstd through the real tools, and the compressed
+//!   forms every tar is tried in.
 //!
 //! Every test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
 mod bytes;
+mod compress;
 mod rng;
 mod tools;
 
 // Each binary uses only some of these; the rest is unused there.
 #[allow(unused_imports)]
-pub use {bytes::*, rng::*, tools::*};
+pub use {bytes::*, compress::*, rng::*, tools::*};
