@@ -2,10 +2,13 @@
 //! endless metadata chains. Each must give a clear error or an exact round
 //! trip — never a panic, a hang or unbounded memory.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::process::Command;
 
 use layerstore::{Digest, Error, PutOptions, Store};
+use support::set_header_checksum;
 
 fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -135,9 +138,7 @@ fn header(name: &str, typeflag: u8, size_field: &[u8; 12]) -> [u8; 512] {
     h[156] = typeflag;
     h[257..263].copy_from_slice(b"ustar\0");
     h[263..265].copy_from_slice(b"00");
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    set_header_checksum(&mut h);
     h
 }
 

@@ -207,7 +207,7 @@ impl Harness {
             .min(2_900_000usize.saturating_sub(shared_len));
         let seed = self.rng.next_u64();
         files.push((format!("{label}/own.bin"), mixed_bytes(seed, n)));
-        let tar = make_tar(&files);
+        let tar = tar_layer(&files);
         assert!(
             (200_000..=3_000_000).contains(&tar.len()),
             "layer {label} is {} bytes, outside 200 KB-3 MB",
@@ -410,8 +410,8 @@ impl Harness {
         let f = self.fresh;
         let r1 = random_bytes(self.rng.next_u64(), 300_000);
         let r2 = random_bytes(self.rng.next_u64(), 300_000);
-        let x = make_tar(&[(format!("x{f}/r1"), r1), (format!("x{f}/r2"), r2.clone())]);
-        let y = make_tar(&[
+        let x = tar_layer(&[(format!("x{f}/r1"), r1), (format!("x{f}/r2"), r2.clone())]);
+        let y = tar_layer(&[
             (format!("y{f}/r2-again"), r2),
             (format!("y{f}/note"), text_bytes(f, 2000)),
         ]);
@@ -714,7 +714,10 @@ fn concurrent_writers_readers_and_gc() {
                 format!("l{i}/own"),
                 mixed_bytes(3000 + i, rng.range(100_000, 800_000) as usize),
             ));
-            LayerFile::write(dir.path().join(format!("layer-{i}.tar")), &make_tar(&files))
+            LayerFile::write(
+                dir.path().join(format!("layer-{i}.tar")),
+                &tar_layer(&files),
+            )
         })
         .collect();
     // Create the store before the processes start: several processes
@@ -757,7 +760,7 @@ fn concurrent_writers_readers_and_gc() {
                     // up partly dead and gc rewrites them under the readers.
                     let (path, digest) = if i.is_multiple_of(3) {
                         let generation = t0.elapsed().as_millis() as u64 / 300;
-                        let tar = make_tar(&[
+                        let tar = tar_layer(&[
                             (
                                 format!("gen/{generation}"),
                                 mixed_bytes(50_000 + generation, 250_000),
@@ -974,7 +977,7 @@ fn stat_while_other_processes_open_and_close_the_store() {
     let store = dir.path().join("store");
     let layer = LayerFile::write(
         dir.path().join("l.tar"),
-        &make_tar(&[("f".to_string(), random_bytes(90, 300_000))]),
+        &tar_layer(&[("f".to_string(), random_bytes(90, 300_000))]),
     );
     cli_ok(&store, &["put", layer.path.to_str().unwrap()]);
     let stop = AtomicBool::new(false);
@@ -1031,7 +1034,7 @@ impl Fixture {
             .collect();
         LayerFile::write(
             self.dir.path().join(format!("{label}.tar")),
-            &make_tar(&files),
+            &tar_layer(&files),
         )
     }
 
@@ -1508,7 +1511,7 @@ fn is_out_of_space(out: &Output) -> bool {
 fn distinct_layers(dir: &Path, count: usize, size: usize, seed: u64) -> Vec<LayerFile> {
     (0..count)
         .map(|i| {
-            let tar = make_tar(&[(format!("l{i}/data"), random_bytes(seed + i as u64, size))]);
+            let tar = tar_layer(&[(format!("l{i}/data"), random_bytes(seed + i as u64, size))]);
             LayerFile::write(dir.join(format!("layer-{seed}-{i}.tar")), &tar)
         })
         .collect()

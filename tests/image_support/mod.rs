@@ -1,7 +1,6 @@
-//! Helpers for tests/images.rs: layer tars (GNU tar and the tar crate),
-//! hand-built docker archives and OCI layouts, the real OCI clients
-//! (skopeo), the `layerstore` CLI, and store snapshots that show
-//! whether a failed import left anything behind.
+//! Helpers for tests/images.rs: hand-built docker archives and OCI layouts,
+//! the real OCI client skopeo, the `layerstore` CLI, and store snapshots
+//! that show whether a failed import left anything behind.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
@@ -12,7 +11,7 @@ use std::process::{Command, Output};
 use layerstore::Store;
 use serde_json::{Value, json};
 
-use crate::support::{gnu_tar, hex, run_ok, sha, tool};
+use crate::support::{Entry, hex, run_ok, sha, tool, write_tar};
 
 /// The `layerstore` binary built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_layerstore");
@@ -27,51 +26,6 @@ pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 // ---------------------------------------------------------------------------
 // Content
 // ---------------------------------------------------------------------------
-
-/// Writes `files` (path, content) under `root`, creating directories.
-pub fn write_tree(root: &Path, files: &[(&str, &[u8])]) {
-    for (rel, content) in files {
-        let path = root.join(rel);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, content).unwrap();
-    }
-}
-
-/// Makes a layer tar of `dir` with GNU tar (`tar cf OUT -C DIR .`),
-/// deterministic headers; returns its bytes.
-pub fn gnu_tar_layer(dir: &Path, out: &Path) -> Vec<u8> {
-    run_ok(
-        gnu_tar()
-            .args([
-                "--sort=name",
-                "--owner=0",
-                "--group=0",
-                "--numeric-owner",
-                "--mtime=@1700000000",
-                "-cf",
-            ])
-            .arg(out)
-            .arg("-C")
-            .arg(dir)
-            .arg("."),
-    );
-    fs::read(out).unwrap()
-}
-
-/// A layer tar built in memory with the tar crate: regular files only.
-pub fn tar_layer(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (path, content) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(content.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(1_700_000_000);
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_cksum();
-        builder.append_data(&mut header, path, *content).unwrap();
-    }
-    builder.into_inner().unwrap()
-}
 
 // ---------------------------------------------------------------------------
 // Image documents
@@ -182,36 +136,6 @@ pub fn simple_layout(dir: &Path, name: &str, layers: &[&[u8]]) -> Layout {
     let m = layout.image("amd64", layers);
     layout.index(&[named(m, name)]);
     layout
-}
-
-/// One entry of a tar archive written by [`write_tar`].
-pub enum Entry<'a> {
-    File(&'a str, &'a [u8]),
-    Symlink(&'a str, &'a str),
-}
-
-/// Writes a tar archive of `entries` with the tar crate.
-pub fn write_tar(out: &Path, entries: &[Entry<'_>]) {
-    let mut builder = tar::Builder::new(fs::File::create(out).unwrap());
-    for entry in entries {
-        let mut header = tar::Header::new_gnu();
-        header.set_mode(0o644);
-        header.set_mtime(0);
-        match entry {
-            Entry::File(path, content) => {
-                header.set_size(content.len() as u64);
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_cksum();
-                builder.append_data(&mut header, path, *content).unwrap();
-            }
-            Entry::Symlink(path, target) => {
-                header.set_size(0);
-                header.set_entry_type(tar::EntryType::Symlink);
-                builder.append_link(&mut header, path, target).unwrap();
-            }
-        }
-    }
-    builder.finish().unwrap();
 }
 
 /// A `docker save` archive of `layers` tagged `tags`, laid out the classic

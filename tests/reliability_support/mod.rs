@@ -1,6 +1,6 @@
-//! Helpers for tests/reliability.rs: layer tars and docker archives built
-//! in memory, CLI wrappers around the real `layerstore` binary, a pack-format
-//! walker, and small filesystem utilities.
+//! Helpers for tests/reliability.rs: docker archives built in memory, CLI
+//! wrappers around the real `layerstore` binary, a pack-format walker, and
+//! small filesystem utilities.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde_json::Value;
 
-use crate::support::{assert_same_bytes, describe, run_ok, sha, tool};
+use crate::support::{assert_same_bytes, describe, run_ok, sha, tar_layer, tool};
 
 /// The `layerstore` binary built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_layerstore");
@@ -36,25 +36,6 @@ pub fn soak() -> u64 {
 // ---------------------------------------------------------------------------
 // Tars and docker archives
 // ---------------------------------------------------------------------------
-
-/// A plain tar holding `files` (name, content) in order, with fixed
-/// metadata so the same files always make the same bytes.
-pub fn make_tar(files: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, data) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_path(name).expect("tar path");
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(1_700_000_000);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_cksum();
-        b.append(&h, &data[..]).expect("tar append");
-    }
-    b.into_inner().expect("tar finish")
-}
 
 /// A layer file on disk with its expected DiffID.
 #[derive(Clone, Debug)]
@@ -108,7 +89,7 @@ pub fn write_docker_archive(path: &Path, layers: &[Vec<u8>], tags: &[&str]) -> V
         "manifest.json".to_string(),
         serde_json::to_vec(&manifest).unwrap(),
     ));
-    fs::write(path, make_tar(&files)).expect("writing docker archive");
+    fs::write(path, tar_layer(&files)).expect("writing docker archive");
     diff_ids
 }
 

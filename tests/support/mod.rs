@@ -11,6 +11,8 @@
 //!   umoci...): finding them and running them.
 //! * `compress`: gzip and zstd through the real tools, and the compressed
 //!   forms every tar is tried in.
+//! * `tars`: building tars (GNU tar, the tar crate, a generated tree with
+//!   every member kind) and a minimal tar walker.
 //!
 //! Every test binary uses a different subset of these helpers.
 #![allow(dead_code)]
@@ -18,8 +20,9 @@
 mod bytes;
 mod compress;
 mod rng;
+mod tars;
 mod tools;
 
 // Each binary uses only some of these; the rest is unused there.
 #[allow(unused_imports)]
-pub use {bytes::*, compress::*, rng::*, tools::*};
+pub use {bytes::*, compress::*, rng::*, tars::*, tools::*};
