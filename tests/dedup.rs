@@ -2,13 +2,11 @@
 //! rebuilt with new mtimes costs almost nothing; a repeated put costs
 //! nothing at all.
 
-mod common;
 mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::*;
 use layerstore::chunker::Cdc;
 use layerstore::{ChunkParams, Compression, Digest, Store};
 use support::*;

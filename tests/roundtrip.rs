@@ -3,12 +3,10 @@
 //! inputs; each as plain tar, gzip, two-member gzip and zstd, each form put
 //! into a fresh store and read back by DiffID and by compressed digest.
 
-mod common;
 mod support;
 
 use std::fs;
 
-use common::*;
 use layerstore::{Compression, Digest};
 use support::*;
 

@@ -2,10 +2,8 @@
 //! (optionally truncated or with bytes appended, optionally compressed),
 //! come back byte-exact with the right digests.
 
-mod common;
 mod support;
 
-use common::*;
 use layerstore::{Compression, Store};
 use proptest::collection::vec;
 use proptest::prelude::*;

@@ -13,6 +13,7 @@
 //!   forms every tar is tried in.
 //! * `tars`: building tars (GNU tar, the tar crate, a generated tree with
 //!   every member kind) and a minimal tar walker.
+//! * `roundtrip`: put-and-get round trips through the library.
 //!
 //! Every test binary uses a different subset of these helpers.
 #![allow(dead_code)]
@@ -20,9 +21,10 @@
 mod bytes;
 mod compress;
 mod rng;
+mod roundtrip;
 mod tars;
 mod tools;
 
 // Each binary uses only some of these; the rest is unused there.
 #[allow(unused_imports)]
-pub use {bytes::*, compress::*, rng::*, tars::*, tools::*};
+pub use {bytes::*, compress::*, rng::*, roundtrip::*, tars::*, tools::*};
