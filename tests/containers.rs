@@ -33,10 +33,6 @@ fn tmp() -> TempDir {
     }
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 /// What a tree holds: relative path -> description of type, mode and
 /// content (or symlink target).
 fn listing(root: &Path) -> BTreeMap<String, String> {
@@ -155,7 +151,7 @@ fn layout_of(dir: &Path, name: &str, layers: &[Vec<u8>]) -> PathBuf {
 
 fn umoci_unpack(layout: &Path, name: &str, bundle: &Path) -> PathBuf {
     let umoci = require_tool("umoci");
-    let image_arg = format!("{}:{name}", s(layout));
+    let image_arg = format!("{}:{name}", path_arg(layout));
     run_ok(
         Command::new(&umoci)
             .args(["unpack", "--image", &image_arg])
@@ -264,7 +260,7 @@ fn hostile_layers_never_write_outside_the_checkout() {
     fs::create_dir_all(&outside).unwrap();
     fs::write(outside.join("sentinel"), b"untouched").unwrap();
     let before = listing(&outside);
-    let o = s(&outside).to_string();
+    let o = path_arg(&outside).to_string();
     let base = python_tar(
         &t.path().join("base.tar"),
         &[("dir", "etc", ""), ("file", "etc/hosts", "localhost")],
@@ -738,20 +734,23 @@ fn cli_container_commands() {
     let layers = simple_image(t.path());
     let layout = layout_of(t.path(), "cli:1", &layers);
     let store = t.path().join("store");
-    cli_ok(&store, &["image", "import", s(&layout)]);
+    cli_ok(&store, &["image", "import", path_arg(&layout)]);
 
     let out = t.path().join("co");
-    let report = cli_json(&store, &["checkout", "cli:1", s(&out)]);
+    let report = cli_json(&store, &["checkout", "cli:1", path_arg(&out)]);
     assert_eq!(report["layers"], 2);
     assert_eq!(fs::read(out.join("app/version")).unwrap(), b"1.0\n");
-    let err = cli_err(&store, &["checkout", "cli:1", s(&out)]);
+    let err = cli_err(&store, &["checkout", "cli:1", path_arg(&out)]);
     assert!(err.contains("not empty"), "{err}");
-    let err = cli_err(&store, &["checkout", "nope:1", s(&t.path().join("x"))]);
+    let err = cli_err(
+        &store,
+        &["checkout", "nope:1", path_arg(&t.path().join("x"))],
+    );
     assert!(err.contains("not found"), "{err}");
 
     let created = cli_json(&store, &["container", "create", "cli:1", "--name", "web"]);
     assert_eq!(created["name"], "web");
-    let path = cli_ok(&store, &["container", "path", "web"]);
+    let path = cli_text(&store, &["container", "path", "web"]);
     let root = PathBuf::from(path.trim());
     assert_eq!(root, PathBuf::from(created["path"].as_str().unwrap()));
     assert!(root.join("app/main.py").is_file());
@@ -762,7 +761,7 @@ fn cli_container_commands() {
         &["container", "create", "cli:1", "--name", "../bad"],
     );
     assert!(err.contains("container name"), "{err}");
-    let unnamed = cli_ok(&store, &["container", "create", "cli:1"]);
+    let unnamed = cli_text(&store, &["container", "create", "cli:1"]);
     let unnamed = unnamed.trim().to_string();
 
     let ls = cli_json(&store, &["container", "ls"]);
@@ -776,12 +775,12 @@ fn cli_container_commands() {
         names.contains(&"web") && names.contains(&unnamed.as_str()),
         "{ls}"
     );
-    let text = cli_ok(&store, &["container", "ls"]);
+    let text = cli_text(&store, &["container", "ls"]);
     assert!(text.contains("web") && text.contains("cli:1"), "{text}");
 
     fs::write(root.join("added"), b"new").unwrap();
     fs::remove_file(root.join("etc/motd")).unwrap();
-    let diff = cli_ok(&store, &["container", "diff", "web"]);
+    let diff = cli_text(&store, &["container", "diff", "web"]);
     assert_eq!(diff, "A /added\nD /etc/motd\n");
     let diff: Value = cli_json(&store, &["container", "diff", "web"]);
     assert_eq!(diff[0]["kind"], "added");
@@ -805,7 +804,7 @@ fn cli_container_commands() {
     cli_ok(&store, &["image", "rm", "cli:1"]);
     cli_ok(&store, &["gc"]);
     assert_eq!(
-        cli_ok(&store, &["container", "diff", "web"]),
+        cli_text(&store, &["container", "diff", "web"]),
         "A /added\nD /etc/motd\n"
     );
 
@@ -819,6 +818,6 @@ fn cli_container_commands() {
         cli_json(&store, &["container", "ls"]),
         serde_json::json!([])
     );
-    let verify = cli(&store, &["verify", "--full"]);
+    let verify = cli_run(&store, &["verify", "--full"]);
     assert!(verify.status.success());
 }

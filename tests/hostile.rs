@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::process::Command;
 
 use layerstore::{Compression, Error, PutOptions, Store};
-use support::{put_and_check, set_header_checksum};
+use support::{BIN, put_and_check, set_header_checksum};
 
 fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -81,7 +81,7 @@ fn gzip_bomb_is_refused_by_the_size_limit_and_leaves_no_trace() {
 fn put_peak_rss_kib(store: &std::path::Path, file: &std::path::Path) -> u64 {
     let out = Command::new("/usr/bin/time")
         .args(["-f", "%M"])
-        .arg(env!("CARGO_BIN_EXE_layerstore"))
+        .arg(BIN)
         .arg("--store")
         .arg(store)
         .arg("put")

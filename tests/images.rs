@@ -99,10 +99,6 @@ fn tmp() -> TempDir {
         .unwrap()
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 // ---------------------------------------------------------------------------
 // 1. Real clients read what layerstore exports
 // ---------------------------------------------------------------------------
@@ -137,7 +133,7 @@ fn exported_oci_layout_works_with_skopeo_and_umoci() {
             "--format",
             "oci",
             "-o",
-            s(&layout),
+            path_arg(&layout),
         ],
     );
     let entry = &exported["images"][0];
@@ -179,7 +175,7 @@ fn exported_oci_layout_works_with_skopeo_and_umoci() {
     let ls = run_ok(Command::new(&umoci).args(["ls", "--layout"]).arg(&layout));
     assert_eq!(String::from_utf8_lossy(&ls.stdout).trim(), "test/app:1");
     let bundle = t.path().join("bundle");
-    let image_arg = format!("{}:test/app:1", s(&layout));
+    let image_arg = format!("{}:test/app:1", path_arg(&layout));
     run_ok(
         Command::new(&umoci)
             .args(["unpack", "--rootless", "--image", &image_arg])
@@ -287,14 +283,14 @@ fn skopeo_gzip_layout_dedups_and_exports_both_formats() {
     assert_eq!(cfg["rootfs"]["diff_ids"], json!(diff_ids));
 
     // The CLI says the same on stderr.
-    let cli_out = cli(
+    let cli_out = cli_run(
         &store_dir,
         &[
             "image",
             "export",
             "test/gz:1",
             "-o",
-            s(&t.path().join("cli-oci")),
+            path_arg(&t.path().join("cli-oci")),
         ],
     );
     assert!(cli_out.status.success());
@@ -371,7 +367,7 @@ fn images_sharing_a_base_layer_store_it_once() {
     assert_eq!(s1.pack_bytes - s0.pack_bytes, first.added_bytes);
 
     // Second import through the CLI.
-    let second = cli_json(&store_dir, &["image", "import", s(&a2)]);
+    let second = cli_json(&store_dir, &["image", "import", path_arg(&a2)]);
     let s2 = store.stats().unwrap();
     assert_eq!(second["layers"], 2);
     assert_eq!(second["new_layers"], 1, "{second}");
@@ -399,7 +395,7 @@ fn images_sharing_a_base_layer_store_it_once() {
         assert_eq!(layers[0]["size"], base.len());
         assert_eq!(layers[1]["diff_id"], sha(app));
         assert_eq!(layers[1]["shared_with"], 0, "{inspect}");
-        let text = cli_ok(&store_dir, &["image", "inspect", name]);
+        let text = cli_text(&store_dir, &["image", "inspect", name]);
         assert!(text.contains("shared with 1 other image(s)"), "{text}");
     }
     assert_eq!(get(&store, &sha(&base)), base);
@@ -477,7 +473,7 @@ fn tag_rm_and_layer_lifetimes() {
 
     // rm one name: the other keeps working.
     assert_eq!(
-        cli_ok(&store_dir, &["image", "rm", "life/x:1"]).trim(),
+        cli_text(&store_dir, &["image", "rm", "life/x:1"]).trim(),
         "life/x:1"
     );
     assert!(store.image("life/x:1").unwrap_err().is_not_found());
@@ -552,7 +548,7 @@ fn tag_rm_and_layer_lifetimes() {
     fs::write(&taken, b"keep me").unwrap();
     let stderr = cli_err(
         &store_dir,
-        &["image", "export", "life/x:again", "-o", s(&taken)],
+        &["image", "export", "life/x:again", "-o", path_arg(&taken)],
     );
     assert!(stderr.contains("already exists"), "{stderr}");
     assert_eq!(fs::read(&taken).unwrap(), b"keep me");
@@ -563,7 +559,7 @@ fn tag_rm_and_layer_lifetimes() {
             "export",
             "no/such:1",
             "-o",
-            s(&t.path().join("none")),
+            path_arg(&t.path().join("none")),
         ],
     );
     assert!(stderr.contains("\"no/such:1\" not found"), "{stderr}");
@@ -819,7 +815,7 @@ impl Bad {
             before,
             "library import left a trace ({err})"
         );
-        let stderr = cli_err(&self.store_dir, &["image", "import", s(input)]);
+        let stderr = cli_err(&self.store_dir, &["image", "import", path_arg(input)]);
         for want in expect {
             assert!(stderr.contains(want), "CLI stderr lacks {want:?}: {stderr}");
         }

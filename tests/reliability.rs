@@ -358,7 +358,7 @@ impl Harness {
         self.account("put", &args, interrupt, &fate, &out);
         if fate == Fate::Exited {
             assert_eq!(
-                first_line(&out),
+                first_line(&out.stdout),
                 layer.digest,
                 "put printed a DiffID that is not the sha256 of {path}"
             );
@@ -419,7 +419,7 @@ impl Harness {
         let y = LayerFile::write(self.work.join(format!("partial-y-{f}.tar")), &y);
         for l in [&x, &y] {
             let out = cli_ok(&self.store, &["put", l.path.to_str().unwrap()]);
-            assert_eq!(first_line(&out), l.digest);
+            assert_eq!(first_line(&out.stdout), l.digest);
         }
         cli_ok(&self.store, &["rm", &x.digest]);
         self.files.insert(y.digest.clone(), y.clone());
@@ -526,7 +526,7 @@ fn kill_harness() {
     for i in [0usize, 2, 5] {
         let l = h.pool[i].clone();
         let out = cli_ok(&h.store, &["put", l.path.to_str().unwrap()]);
-        assert_eq!(first_line(&out), l.digest);
+        assert_eq!(first_line(&out.stdout), l.digest);
         h.acked_layers.insert(l.digest.clone());
     }
 
@@ -603,7 +603,7 @@ fn kill_harness() {
         assert_get_exact(&h.store, &layer, &h.work, "after the last kill");
     }
     // A final gc removes every leftover: no *.tmp, no unreferenced pack.
-    let (ok, report) = run_json(&h.store, &["gc", "--json"]);
+    let (ok, report) = cli_json_status(&h.store, &["gc"]);
     assert!(ok, "final gc failed: {report}");
     let packs = pack_files(&h.store);
     let tmp: Vec<&String> = packs.iter().filter(|n| n.ends_with(".tmp")).collect();
@@ -644,7 +644,7 @@ fn kill_harness() {
         cli_ok(&h.store, &args);
     }
     cli_ok(&h.store, &["gc"]);
-    let (ok, stat) = run_json(&h.store, &["stat", "--json"]);
+    let (ok, stat) = cli_json_status(&h.store, &["stat"]);
     assert!(ok);
     assert_eq!(
         (
@@ -775,7 +775,7 @@ fn concurrent_writers_readers_and_gc() {
                         (l.path.clone(), l.digest.clone())
                     };
                     let out = cli_run(store, &["put", path.to_str().unwrap()]);
-                    if !out.status.success() || first_line(&out) != digest {
+                    if !out.status.success() || first_line(&out.stdout) != digest {
                         fail(format!("writer {w}: put {digest}: {}", describe(&out)));
                         return;
                     }
@@ -1042,7 +1042,7 @@ impl Fixture {
     fn put(&self, layer: &LayerFile) -> Vec<String> {
         let before = pack_files(&self.store);
         let out = cli_ok(&self.store, &["put", layer.path.to_str().unwrap()]);
-        assert_eq!(first_line(&out), layer.digest);
+        assert_eq!(first_line(&out.stdout), layer.digest);
         pack_files(&self.store)
             .difference(&before)
             .cloned()
@@ -1596,7 +1596,7 @@ fn full_disk_flow(strict: bool) {
     for (i, l) in layers.iter().enumerate() {
         let out = cli_run(&store, &["put", l.path.to_str().unwrap()]);
         if out.status.success() {
-            assert_eq!(first_line(&out), l.digest);
+            assert_eq!(first_line(&out.stdout), l.digest);
             acked.push(l.clone());
         } else {
             assert!(
@@ -1637,7 +1637,7 @@ fn full_disk_flow(strict: bool) {
     // Space comes back: the put succeeds.
     fs::remove_file(&ballast).unwrap();
     let out = cli_ok(&store, &["put", failing.path.to_str().unwrap()]);
-    assert_eq!(first_line(&out), failing.digest);
+    assert_eq!(first_line(&out.stdout), failing.digest);
     acked.push(failing.clone());
     assert_store_sound(&store, &acked, scratch, "after freeing space");
     assert_verify_clean(&store, true, "after freeing space");
@@ -1647,7 +1647,7 @@ fn full_disk_flow(strict: bool) {
     for l in &layers[failed_at + 1..] {
         let out = cli_run(&store, &["put", l.path.to_str().unwrap()]);
         if out.status.success() {
-            assert_eq!(first_line(&out), l.digest);
+            assert_eq!(first_line(&out.stdout), l.digest);
             acked.push(l.clone());
         } else {
             assert!(is_out_of_space(&out), "{}", describe(&out));
@@ -1682,7 +1682,7 @@ fn full_disk_flow(strict: bool) {
         "put after rm + gc freed space: {}",
         describe(&out)
     );
-    assert_eq!(first_line(&out), next.digest);
+    assert_eq!(first_line(&out.stdout), next.digest);
     acked.push(next);
     assert_store_sound(&store, &acked, scratch, "after rm + gc + put");
     assert_verify_clean(&store, true, "at the end");

@@ -1,20 +1,17 @@
 //! Helpers for tests/images.rs: hand-built docker archives and OCI layouts,
-//! the real OCI client skopeo, the `layerstore` CLI, and store snapshots
-//! that show whether a failed import left anything behind.
+//! the real OCI client skopeo, and store snapshots that show whether a
+//! failed import left anything behind.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use layerstore::Store;
 use serde_json::{Value, json};
 
 use crate::support::{Entry, hex, run_ok, sha, tool, write_tar};
-
-/// The `layerstore` binary built for these tests.
-pub const BIN: &str = env!("CARGO_BIN_EXE_layerstore");
 
 pub const MT_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -22,10 +19,6 @@ pub const MT_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const MT_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const MT_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
-
-// ---------------------------------------------------------------------------
-// Content
-// ---------------------------------------------------------------------------
 
 // ---------------------------------------------------------------------------
 // Image documents
@@ -211,60 +204,6 @@ pub fn docker_ref(file: &Path, name: Option<&str>) -> String {
         Some(n) => format!("docker-archive:{file}:{n}"),
         None => format!("docker-archive:{file}"),
     }
-}
-
-// ---------------------------------------------------------------------------
-// The CLI
-// ---------------------------------------------------------------------------
-
-/// `layerstore --store STORE ARGS`.
-pub fn cli(store: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--store")
-        .arg(store)
-        .args(args)
-        .env_remove("LAYERSTORE_DIR")
-        .env_remove("LAYERSTORE_CRASH_AT")
-        .output()
-        .expect("run layerstore")
-}
-
-/// Runs the CLI, asserts success, returns stdout.
-pub fn cli_ok(store: &Path, args: &[&str]) -> String {
-    let out = cli(store, args);
-    assert!(
-        out.status.success(),
-        "layerstore {args:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs the CLI with `--json`, asserts success, parses stdout.
-pub fn cli_json(store: &Path, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let text = cli_ok(store, &all);
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?} printed bad JSON: {e}\n{text}"))
-}
-
-/// Runs the CLI, asserts it fails with exit 1 and a `layerstore: error:`
-/// message; returns stderr.
-pub fn cli_err(store: &Path, args: &[&str]) -> String {
-    let out = cli(store, args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "layerstore {args:?} should fail with exit 1; stdout: {} stderr: {stderr}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(
-        stderr.starts_with("layerstore: error: "),
-        "layerstore {args:?}: unexpected stderr {stderr:?}"
-    );
-    stderr
 }
 
 // ---------------------------------------------------------------------------

@@ -1,20 +1,20 @@
-//! Helpers for tests/reliability.rs: docker archives built in memory, CLI
-//! wrappers around the real `layerstore` binary, a pack-format walker, and
-//! small filesystem utilities.
+//! Helpers for tests/reliability.rs: docker archives built in memory,
+//! verify reports and exact gets through the CLI, a pack-format walker,
+//! and small filesystem utilities.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::{Mutex, MutexGuard};
 
 use serde_json::Value;
 
-use crate::support::{assert_same_bytes, describe, run_ok, sha, tar_layer, tool};
-
-/// The `layerstore` binary built for these tests.
-pub const BIN: &str = env!("CARGO_BIN_EXE_layerstore");
+use crate::support::{
+    assert_same_bytes, cli_json, cli_json_status, cli_run, describe, ls_json, path_arg, run_ok,
+    sha, tar_layer, tool,
+};
 
 /// The tests of this file run one at a time: they spawn many processes and
 /// measure timing-sensitive things (kills), so they must not compete with
@@ -97,61 +97,20 @@ pub fn write_docker_archive(path: &Path, layers: &[Vec<u8>], tags: &[&str]) -> V
 // The CLI
 // ---------------------------------------------------------------------------
 
-/// A `layerstore --store STORE` command with no inherited crash point.
-pub fn cli(store: &Path) -> Command {
-    let mut c = Command::new(BIN);
-    c.arg("--store").arg(store);
-    c.env_remove("LAYERSTORE_CRASH_AT");
-    c.env_remove("LAYERSTORE_DIR");
-    c.stdin(Stdio::null());
-    c
-}
-
-pub fn cli_run(store: &Path, args: &[&str]) -> Output {
-    cli(store)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("spawning layerstore {args:?}: {e}"))
-}
-
-#[track_caller]
-pub fn cli_ok(store: &Path, args: &[&str]) -> Output {
-    let out = cli_run(store, args);
-    assert!(
-        out.status.success(),
-        "layerstore {args:?} failed: {}",
-        describe(&out)
-    );
-    out
-}
-
-/// Runs a command that prints JSON; returns (exit success, parsed JSON).
-#[track_caller]
-pub fn run_json(store: &Path, args: &[&str]) -> (bool, Value) {
-    let out = cli_run(store, args);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "layerstore {args:?} did not print JSON ({e}): {}",
-            describe(&out)
-        )
-    });
-    (out.status.success(), v)
-}
-
-/// `verify [--full] [--repair] --json`.
+/// `verify [--full] [--repair] --json`: (exit success, report).
 #[track_caller]
 pub fn verify(store: &Path, full: bool, repair: bool) -> (bool, Value) {
-    let mut args = vec!["verify", "--json"];
+    let mut args = vec!["verify"];
     if full {
         args.push("--full");
     }
     if repair {
         args.push("--repair");
     }
-    run_json(store, &args)
+    cli_json_status(store, &args)
 }
 
-/// The `problems` (or `warnings`) of a verify report as "subject: detail".
+/// The `problems` (or `warnings`) of a verify report as (subject, detail).
 pub fn findings(report: &Value, key: &str) -> Vec<(String, String)> {
     report[key]
         .as_array()
@@ -166,6 +125,7 @@ pub fn findings(report: &Value, key: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The strings of a report's `key` array.
 pub fn strings(report: &Value, key: &str) -> Vec<String> {
     report[key]
         .as_array()
@@ -189,11 +149,9 @@ pub fn assert_verify_clean(store: &Path, full: bool, context: &str) -> Value {
 }
 
 /// Digests listed by `ls --json`, with their pinned flag.
+#[track_caller]
 pub fn listed_layers(store: &Path) -> Vec<(String, bool)> {
-    let (ok, v) = run_json(store, &["ls", "--json"]);
-    assert!(ok, "ls --json failed");
-    v.as_array()
-        .expect("ls --json prints an array")
+    ls_json(store)
         .iter()
         .map(|l| {
             (
@@ -205,10 +163,10 @@ pub fn listed_layers(store: &Path) -> Vec<(String, bool)> {
 }
 
 /// Image names listed by `image ls --json`.
+#[track_caller]
 pub fn listed_images(store: &Path) -> BTreeSet<String> {
-    let (ok, v) = run_json(store, &["image", "ls", "--json"]);
-    assert!(ok, "image ls --json failed");
-    v.as_array()
+    cli_json(store, &["image", "ls"])
+        .as_array()
         .expect("image ls --json prints an array")
         .iter()
         .map(|i| i["name"].as_str().unwrap_or_default().to_string())
@@ -219,7 +177,7 @@ pub fn listed_images(store: &Path) -> BTreeSet<String> {
 /// bytes if the file exists.
 pub fn get_to_file(store: &Path, digest: &str, out: &Path) -> (Output, Option<Vec<u8>>) {
     let _ = fs::remove_file(out);
-    let o = cli_run(store, &["get", digest, "-o", out.to_str().unwrap()]);
+    let o = cli_run(store, &["get", digest, "-o", path_arg(out)]);
     let bytes = fs::read(out).ok();
     (o, bytes)
 }
@@ -242,16 +200,6 @@ pub fn assert_get_exact(store: &Path, layer: &LayerFile, scratch: &Path, context
         &format!("{context}: get {}", layer.digest),
     );
     let _ = fs::remove_file(&out_path);
-}
-
-/// The first stdout line of a put (its DiffID).
-pub fn first_line(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_string()
 }
 
 // ---------------------------------------------------------------------------

@@ -14,11 +14,13 @@
 //! * `tars`: building tars (GNU tar, the tar crate, a generated tree with
 //!   every member kind) and a minimal tar walker.
 //! * `roundtrip`: put-and-get round trips through the library.
+//! * `cli`: the `layerstore` binary: one command builder and thin wrappers.
 //!
 //! Every test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
 mod bytes;
+mod cli;
 mod compress;
 mod rng;
 mod roundtrip;
@@ -27,4 +29,4 @@ mod tools;
 
 // Each binary uses only some of these; the rest is unused there.
 #[allow(unused_imports)]
-pub use {bytes::*, compress::*, rng::*, roundtrip::*, tars::*, tools::*};
+pub use {bytes::*, cli::*, compress::*, rng::*, roundtrip::*, tars::*, tools::*};
