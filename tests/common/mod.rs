@@ -1,29 +1,10 @@
-//! Helpers shared by the CLI tests (bad_input, cli, corruption): CLI
-//! wrappers and a store snapshot.
-//!
-//! Every test binary uses a different subset of these helpers.
+//! The store snapshot of the CLI tests (bad_input).
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
-use std::fs;
 use std::path::Path;
 
-use crate::support::{ls_json, stat_json};
-
-/// File names in STORE/packs (including temporary files).
-pub fn pack_dir_listing(store: &Path) -> BTreeSet<String> {
-    match fs::read_dir(store.join("packs")) {
-        Ok(rd) => rd
-            .map(|e| {
-                e.expect("dir entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect(),
-        Err(_) => BTreeSet::new(),
-    }
-}
+use crate::support::{ls_json, pack_files, stat_json};
 
 /// What must not change when a command fails.
 #[derive(Debug, PartialEq, Eq)]
@@ -49,7 +30,7 @@ pub fn snapshot(store: &Path) -> Snapshot {
         chunks: n("chunks"),
         packs: n("packs"),
         aliases: n("aliases"),
-        pack_files: pack_dir_listing(store),
+        pack_files: pack_files(store),
         listing: ls_json(store)
             .iter()
             .map(|l| l["digest"].as_str().expect("digest").to_string())

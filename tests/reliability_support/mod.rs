@@ -1,6 +1,6 @@
 //! Helpers for tests/reliability.rs: docker archives built in memory,
-//! verify reports and exact gets through the CLI, a pack-format walker,
-//! and small filesystem utilities.
+//! verify reports and exact gets through the CLI, and index reads through
+//! python3.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
@@ -203,19 +203,8 @@ pub fn assert_get_exact(store: &Path, layer: &LayerFile, scratch: &Path, context
 }
 
 // ---------------------------------------------------------------------------
-// Store files
+// The index, read with python3
 // ---------------------------------------------------------------------------
-
-/// File names in STORE/packs.
-pub fn pack_files(store: &Path) -> BTreeSet<String> {
-    match fs::read_dir(store.join("packs")) {
-        Ok(d) => d
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect(),
-        Err(_) => BTreeSet::new(),
-    }
-}
 
 /// Pack names the index records, read with python3's sqlite3 module (an
 /// independent reader).
@@ -241,63 +230,4 @@ pub fn python_sql(store: &Path, body: &str) -> String {
             .arg(store.join("index.db")),
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// One frame of a pack, found with the documented format (src/pack.rs).
-#[derive(Clone, Debug)]
-pub struct PackFrame {
-    pub offset: usize,
-    pub kind: u8,
-    pub codec: u8,
-    pub entries: usize,
-    pub payload_start: usize,
-    pub payload_len: usize,
-}
-
-/// Walks a pack image: 16-byte header, then frames of
-/// `"LSFR" kind codec reserved:u16 entries:u32 raw_len:u64 stored_len:u64`,
-/// a table (36 bytes per chunk, or 40 for a recipe), a 16-byte check and
-/// the payload.
-pub fn pack_frames(pack: &[u8]) -> Vec<PackFrame> {
-    assert_eq!(&pack[..8], b"LSPACK\0\0", "pack magic");
-    let u32_at = |o: usize| u32::from_le_bytes(pack[o..o + 4].try_into().unwrap()) as usize;
-    let u64_at = |o: usize| u64::from_le_bytes(pack[o..o + 8].try_into().unwrap()) as usize;
-    let mut out = Vec::new();
-    let mut off = 16;
-    while off < pack.len() {
-        assert_eq!(&pack[off..off + 4], b"LSFR", "frame magic at {off}");
-        let kind = pack[off + 4];
-        let codec = pack[off + 5];
-        let entries = u32_at(off + 8);
-        let stored = u64_at(off + 20);
-        let table = if kind == 1 { entries * 36 } else { 40 };
-        let payload_start = off + 28 + table + 16;
-        out.push(PackFrame {
-            offset: off,
-            kind,
-            codec,
-            entries,
-            payload_start,
-            payload_len: stored,
-        });
-        off = payload_start + stored;
-    }
-    assert_eq!(off, pack.len(), "frames end at the end of the pack");
-    out
-}
-
-/// Files under `dir` (recursively) whose names end with `.tmp`.
-pub fn tmp_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(tmp_files(&p));
-            } else if p.to_string_lossy().ends_with(".tmp") {
-                out.push(p);
-            }
-        }
-    }
-    out
 }

@@ -15,6 +15,7 @@
 //!   every member kind) and a minimal tar walker.
 //! * `roundtrip`: put-and-get round trips through the library.
 //! * `cli`: the `layerstore` binary: one command builder and thin wrappers.
+//! * `packs`: the files in STORE/packs and the one pack-frame walker.
 //!
 //! Every test binary uses a different subset of these helpers.
 #![allow(dead_code)]
@@ -22,6 +23,7 @@
 mod bytes;
 mod cli;
 mod compress;
+mod packs;
 mod rng;
 mod roundtrip;
 mod tars;
@@ -29,4 +31,4 @@ mod tools;
 
 // Each binary uses only some of these; the rest is unused there.
 #[allow(unused_imports)]
-pub use {bytes::*, cli::*, compress::*, rng::*, roundtrip::*, tars::*, tools::*};
+pub use {bytes::*, cli::*, compress::*, packs::*, rng::*, roundtrip::*, tars::*, tools::*};
