@@ -802,7 +802,7 @@ impl Bad {
     /// with a message containing every one of `expect`, and the store must
     /// be exactly as before.
     fn rejects(&self, input: &Path, expect: &[&str]) {
-        let before = snapshot(&self.store);
+        let before = snapshot(self.store.path());
         let err = match self.store.import_image(input, None) {
             Ok(r) => panic!("importing {} succeeded: {r:?}", input.display()),
             Err(e) => e.to_string(),
@@ -811,7 +811,7 @@ impl Bad {
             assert!(err.contains(want), "library error lacks {want:?}: {err}");
         }
         assert_eq!(
-            snapshot(&self.store),
+            snapshot(self.store.path()),
             before,
             "library import left a trace ({err})"
         );
@@ -820,7 +820,7 @@ impl Bad {
             assert!(stderr.contains(want), "CLI stderr lacks {want:?}: {stderr}");
         }
         assert_eq!(
-            snapshot(&self.store),
+            snapshot(self.store.path()),
             before,
             "CLI import left a trace ({stderr})"
         );
@@ -1202,10 +1202,10 @@ fn rejects_deep_nesting_in_unmodelled_fields() {
         // A fresh store per case, so an accepted case cannot hide another.
         let b = Bad::new();
         let input = build(&b);
-        let before = snapshot(&b.store);
+        let before = snapshot(b.store.path());
         match b.store.import_image(&input, None) {
             Ok(_) => accepted.push(what.to_string()),
-            Err(_) => assert_eq!(snapshot(&b.store), before, "{what} left a trace"),
+            Err(_) => assert_eq!(snapshot(b.store.path()), before, "{what} left a trace"),
         }
     };
     check("index.json", &|b| {

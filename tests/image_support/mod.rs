@@ -1,6 +1,5 @@
 //! Helpers for tests/images.rs: hand-built docker archives and OCI layouts,
-//! the real OCI client skopeo, and store snapshots that show whether a
-//! failed import left anything behind.
+//! the real OCI client skopeo, and image state read through the library.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
@@ -228,67 +227,6 @@ pub fn get(store: &Store, digest: &str) -> Vec<u8> {
         .get_layer(&digest.parse().unwrap(), &mut out)
         .unwrap_or_else(|e| panic!("get {digest}: {e}"));
     out
-}
-
-/// Everything a failed import must leave as it was.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Snapshot {
-    pub layers: u64,
-    pub chunks: u64,
-    pub packs: u64,
-    pub pack_bytes: u64,
-    pub logical_bytes: u64,
-    pub aliases: u64,
-    pub layer_list: Vec<(String, bool)>,
-    pub images: Vec<(String, String)>,
-    /// Every file under STORE/packs, with its size.
-    pub pack_files: BTreeSet<(String, u64)>,
-    /// Names in STORE itself (index.db-wal and -shm come and go with SQLite).
-    pub root_names: BTreeSet<String>,
-}
-
-pub fn snapshot(store: &Store) -> Snapshot {
-    let s = store.stats().unwrap();
-    let mut pack_files = BTreeSet::new();
-    let mut stack = vec![store.path().join("packs")];
-    while let Some(dir) = stack.pop() {
-        for e in fs::read_dir(&dir).unwrap() {
-            let e = e.unwrap();
-            let meta = fs::symlink_metadata(e.path()).unwrap();
-            if meta.is_dir() {
-                stack.push(e.path());
-            }
-            let rel = e.path().strip_prefix(store.path()).unwrap().to_owned();
-            pack_files.insert((rel.display().to_string(), meta.len()));
-        }
-    }
-    let root_names = fs::read_dir(store.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.ends_with("-wal") && !n.ends_with("-shm"))
-        .collect();
-    Snapshot {
-        layers: s.layers,
-        chunks: s.chunks,
-        packs: s.packs,
-        pack_bytes: s.pack_bytes,
-        logical_bytes: s.logical_bytes,
-        aliases: s.aliases,
-        layer_list: store
-            .layers()
-            .unwrap()
-            .into_iter()
-            .map(|l| (l.digest.to_string(), l.pinned))
-            .collect(),
-        images: store
-            .images()
-            .unwrap()
-            .into_iter()
-            .map(|i| (i.name, i.digest.to_string()))
-            .collect(),
-        pack_files,
-        root_names,
-    }
 }
 
 /// DiffIDs of the layers the store lists.

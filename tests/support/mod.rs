@@ -15,6 +15,7 @@
 //!   every member kind) and a minimal tar walker.
 //! * `roundtrip`: put-and-get round trips through the library.
 //! * `cli`: the `layerstore` binary: one command builder and thin wrappers.
+//! * `snapshot`: what a failed command must leave unchanged in a store.
 //! * `packs`: the files in STORE/packs and the one pack-frame walker.
 //!
 //! Every test binary uses a different subset of these helpers.
@@ -26,9 +27,12 @@ mod compress;
 mod packs;
 mod rng;
 mod roundtrip;
+mod snapshot;
 mod tars;
 mod tools;
 
 // Each binary uses only some of these; the rest is unused there.
 #[allow(unused_imports)]
-pub use {bytes::*, cli::*, compress::*, packs::*, rng::*, roundtrip::*, tars::*, tools::*};
+pub use {
+    bytes::*, cli::*, compress::*, packs::*, rng::*, roundtrip::*, snapshot::*, tars::*, tools::*,
+};
