@@ -8,7 +8,6 @@
 //! `LAYERSTORE_TEST_REFLINK_DIR` to a directory on btrfs or XFS to run it
 //! there, otherwise it measures, prints why, and checks only correctness.
 
-mod image_support;
 mod support;
 
 use std::collections::BTreeMap;
@@ -17,7 +16,6 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use image_support::*;
 use layerstore::{ChangeKind, GcOptions, Store, VerifyOptions};
 use serde_json::Value;
 use support::*;

@@ -6,14 +6,12 @@
 //! skopeo and umoci are required: the tests that use them fail (they do not
 //! skip) when either is missing. Everything is built locally; no network.
 
-mod image_support;
 mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use image_support::*;
 use layerstore::{ExportFormat, Store};
 use serde_json::{Value, json};
 use support::*;

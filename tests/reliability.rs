@@ -183,7 +183,7 @@ impl Harness {
             tars.push(own.bytes());
             let name = format!("reliability/pool-{i}:1");
             let path = h.work.join(format!("image-{i}.tar"));
-            let layers = write_docker_archive(&path, &tars, &[&name]);
+            let layers = docker_archive(&path, &[&name], &tars);
             h.images.push(PoolImage { path, name, layers });
         }
         h
@@ -231,7 +231,7 @@ impl Harness {
         let own = self.fresh_layer();
         let name = format!("reliability/fresh-{}:1", self.fresh);
         let path = self.work.join(format!("fresh-image-{}.tar", self.fresh));
-        let layers = write_docker_archive(&path, &[self.pool[base].bytes(), own.bytes()], &[]);
+        let layers = docker_archive(&path, &[], &[self.pool[base].bytes(), own.bytes()]);
         (path, name, layers)
     }
 

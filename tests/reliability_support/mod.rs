@@ -1,6 +1,5 @@
-//! Helpers for tests/reliability.rs: docker archives built in memory,
-//! verify reports and exact gets through the CLI, and index reads through
-//! python3.
+//! Helpers for tests/reliability.rs: layer files on disk, verify reports
+//! and exact gets through the CLI, and index reads through python3.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
@@ -13,7 +12,7 @@ use serde_json::Value;
 
 use crate::support::{
     assert_same_bytes, cli_json, cli_json_status, cli_run, describe, ls_json, path_arg, run_ok,
-    sha, tar_layer, tool,
+    sha, tool,
 };
 
 /// The tests of this file run one at a time: they spawn many processes and
@@ -34,7 +33,7 @@ pub fn soak() -> u64 {
 }
 
 // ---------------------------------------------------------------------------
-// Tars and docker archives
+// Layer files on disk
 // ---------------------------------------------------------------------------
 
 /// A layer file on disk with its expected DiffID.
@@ -58,39 +57,6 @@ impl LayerFile {
     pub fn bytes(&self) -> Vec<u8> {
         fs::read(&self.path).expect("reading layer file")
     }
-}
-
-/// Writes a `docker save` archive at `path` with the given layer tars
-/// (base first) and RepoTags; returns the layers' DiffIDs.
-pub fn write_docker_archive(path: &Path, layers: &[Vec<u8>], tags: &[&str]) -> Vec<String> {
-    let diff_ids: Vec<String> = layers.iter().map(|l| sha(l)).collect();
-    let config = serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    });
-    let config_bytes = serde_json::to_vec(&config).unwrap();
-    let config_hex = sha(&config_bytes)[7..].to_string();
-    let layer_paths: Vec<String> = diff_ids
-        .iter()
-        .map(|d| format!("{}/layer.tar", &d[7..]))
-        .collect();
-    let manifest = serde_json::json!([{
-        "Config": format!("{config_hex}.json"),
-        "RepoTags": tags,
-        "Layers": layer_paths,
-    }]);
-    let mut files = vec![(format!("{config_hex}.json"), config_bytes)];
-    for (p, l) in layer_paths.iter().zip(layers) {
-        files.push((p.clone(), l.clone()));
-    }
-    files.push((
-        "manifest.json".to_string(),
-        serde_json::to_vec(&manifest).unwrap(),
-    ));
-    fs::write(path, tar_layer(&files)).expect("writing docker archive");
-    diff_ids
 }
 
 // ---------------------------------------------------------------------------

@@ -16,6 +16,8 @@
 //! * `roundtrip`: put-and-get round trips through the library.
 //! * `cli`: the `layerstore` binary: one command builder and thin wrappers.
 //! * `snapshot`: what a failed command must leave unchanged in a store.
+//! * `images`: image documents, hand-built OCI layouts and docker
+//!   archives, skopeo, and image state read through the library.
 //! * `packs`: the files in STORE/packs and the one pack-frame walker.
 //!
 //! Every test binary uses a different subset of these helpers.
@@ -24,6 +26,7 @@
 mod bytes;
 mod cli;
 mod compress;
+mod images;
 mod packs;
 mod rng;
 mod roundtrip;
@@ -34,5 +37,6 @@ mod tools;
 // Each binary uses only some of these; the rest is unused there.
 #[allow(unused_imports)]
 pub use {
-    bytes::*, cli::*, compress::*, packs::*, rng::*, roundtrip::*, snapshot::*, tars::*, tools::*,
+    bytes::*, cli::*, compress::*, images::*, packs::*, rng::*, roundtrip::*, snapshot::*, tars::*,
+    tools::*,
 };

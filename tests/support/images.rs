@@ -1,6 +1,6 @@
-//! Helpers for tests/images.rs: hand-built docker archives and OCI layouts,
-//! the real OCI client skopeo, and image state read through the library.
-#![allow(dead_code)]
+//! Images: OCI documents (configs, descriptors, manifests, indexes), OCI
+//! layouts and docker archives built by hand, the real OCI client skopeo,
+//! and image state read through the library.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -10,7 +10,9 @@ use std::process::Output;
 use layerstore::Store;
 use serde_json::{Value, json};
 
-use crate::support::{Entry, hex, run_ok, sha, tool, write_tar};
+use super::bytes::{hex, sha};
+use super::tars::{Entry, write_tar};
+use super::tools::{run_ok, tool};
 
 pub const MT_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -130,10 +132,11 @@ pub fn simple_layout(dir: &Path, name: &str, layers: &[&[u8]]) -> Layout {
     layout
 }
 
-/// A `docker save` archive of `layers` tagged `tags`, laid out the classic
-/// way (`<config hex>.json`, `<diffid hex>/layer.tar`, `manifest.json`).
-pub fn docker_archive(out: &Path, tags: &[&str], layers: &[&[u8]]) -> Vec<String> {
-    let diff_ids: Vec<String> = layers.iter().map(|l| sha(l)).collect();
+/// A `docker save` archive of `layers` (base first) tagged `tags`, laid out
+/// the classic way (`<config hex>.json`, `<diffid hex>/layer.tar`,
+/// `manifest.json`); returns the layers' DiffIDs.
+pub fn docker_archive<L: AsRef<[u8]>>(out: &Path, tags: &[&str], layers: &[L]) -> Vec<String> {
+    let diff_ids: Vec<String> = layers.iter().map(|l| sha(l.as_ref())).collect();
     let config = config_json("amd64", &diff_ids);
     docker_archive_with(out, tags, &config, layers, None);
     diff_ids
@@ -141,17 +144,17 @@ pub fn docker_archive(out: &Path, tags: &[&str], layers: &[&[u8]]) -> Vec<String
 
 /// [`docker_archive`] with a given config and, optionally, the paths
 /// manifest.json names as layers (so they can be wrong).
-pub fn docker_archive_with(
+pub fn docker_archive_with<L: AsRef<[u8]>>(
     out: &Path,
     tags: &[&str],
     config: &[u8],
-    layers: &[&[u8]],
+    layers: &[L],
     layer_paths: Option<Vec<String>>,
 ) {
     let config_path = format!("{}.json", hex(&sha(config)));
     let stored_paths: Vec<String> = layers
         .iter()
-        .map(|l| format!("{}/layer.tar", hex(&sha(l))))
+        .map(|l| format!("{}/layer.tar", hex(&sha(l.as_ref()))))
         .collect();
     let listed = layer_paths.unwrap_or_else(|| stored_paths.clone());
     let manifest = serde_json::to_vec(&json!([{
@@ -162,7 +165,7 @@ pub fn docker_archive_with(
     .unwrap();
     let mut entries = vec![Entry::File(&config_path, config)];
     for (path, bytes) in stored_paths.iter().zip(layers) {
-        entries.push(Entry::File(path, bytes));
+        entries.push(Entry::File(path, bytes.as_ref()));
     }
     entries.push(Entry::File("manifest.json", &manifest));
     write_tar(out, &entries);
@@ -172,7 +175,8 @@ pub fn docker_archive_with(
 // skopeo
 // ---------------------------------------------------------------------------
 
-/// `skopeo --insecure-policy ARGS` (no signature policy: everything is local).
+/// `skopeo --insecure-policy ARGS` (no signature policy: everything is
+/// local), asserting success.
 pub fn skopeo(args: &[&str]) -> Output {
     run_ok(tool("skopeo").arg("--insecure-policy").args(args))
 }
@@ -206,10 +210,10 @@ pub fn docker_ref(file: &Path, name: Option<&str>) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// Store state
+// Store state through the library
 // ---------------------------------------------------------------------------
 
-/// The DiffIDs of each manifest of an image, via the library.
+/// The DiffIDs of each manifest of an image.
 pub fn image_diff_ids(store: &Store, name: &str) -> Vec<Vec<String>> {
     store
         .image(name)
@@ -220,7 +224,7 @@ pub fn image_diff_ids(store: &Store, name: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// A layer's bytes, via the library.
+/// A layer's bytes.
 pub fn get(store: &Store, digest: &str) -> Vec<u8> {
     let mut out = Vec::new();
     store
