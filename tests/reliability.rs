@@ -37,7 +37,6 @@
 //! fallback (no small filesystem: the ENOSPC part is skipped, loudly);
 //! `LAYERSTORE_TEST_NO_TMPFS=1` makes them use the loop-mounted ext4 image.
 
-mod reliability_support;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -50,7 +49,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use reliability_support::*;
 use support::*;
 
 // ===========================================================================

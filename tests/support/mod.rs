@@ -19,6 +19,8 @@
 //! * `images`: image documents, hand-built OCI layouts and docker
 //!   archives, skopeo, and image state read through the library.
 //! * `packs`: the files in STORE/packs and the one pack-frame walker.
+//! * `reliability`: the reliability tests' serialisation, soak factor,
+//!   layer files on disk, verify reports and independent index reads.
 //!
 //! Every test binary uses a different subset of these helpers.
 #![allow(dead_code)]
@@ -28,6 +30,7 @@ mod cli;
 mod compress;
 mod images;
 mod packs;
+mod reliability;
 mod rng;
 mod roundtrip;
 mod snapshot;
@@ -37,6 +40,6 @@ mod tools;
 // Each binary uses only some of these; the rest is unused there.
 #[allow(unused_imports)]
 pub use {
-    bytes::*, cli::*, compress::*, images::*, packs::*, rng::*, roundtrip::*, snapshot::*, tars::*,
-    tools::*,
+    bytes::*, cli::*, compress::*, images::*, packs::*, reliability::*, rng::*, roundtrip::*,
+    snapshot::*, tars::*, tools::*,
 };

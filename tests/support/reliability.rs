@@ -1,6 +1,7 @@
-//! Helpers for tests/reliability.rs: layer files on disk, verify reports
-//! and exact gets through the CLI, and index reads through python3.
-#![allow(dead_code)]
+//! The reliability tests' harness bits: one test at a time (`serial`), the
+//! soak factor, layer files on disk with their expected DiffIDs, verify
+//! reports and exact gets through the CLI, and reads and damage of the
+//! index through python3's sqlite3 module (an independent reader).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -10,12 +11,11 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde_json::Value;
 
-use crate::support::{
-    assert_same_bytes, cli_json, cli_json_status, cli_run, describe, ls_json, path_arg, run_ok,
-    sha, tool,
-};
+use super::bytes::{assert_same_bytes, sha};
+use super::cli::{cli_json, cli_json_status, cli_run, ls_json, path_arg};
+use super::tools::{describe, run_ok, tool};
 
-/// The tests of this file run one at a time: they spawn many processes and
+/// The reliability tests run one at a time: they spawn many processes and
 /// measure timing-sensitive things (kills), so they must not compete with
 /// each other for the two cores.
 pub fn serial() -> MutexGuard<'static, ()> {
@@ -31,10 +31,6 @@ pub fn soak() -> u64 {
         .filter(|&n| n > 0)
         .unwrap_or(1)
 }
-
-// ---------------------------------------------------------------------------
-// Layer files on disk
-// ---------------------------------------------------------------------------
 
 /// A layer file on disk with its expected DiffID.
 #[derive(Clone, Debug)]
@@ -58,10 +54,6 @@ impl LayerFile {
         fs::read(&self.path).expect("reading layer file")
     }
 }
-
-// ---------------------------------------------------------------------------
-// The CLI
-// ---------------------------------------------------------------------------
 
 /// `verify [--full] [--repair] --json`: (exit success, report).
 #[track_caller]
@@ -168,12 +160,7 @@ pub fn assert_get_exact(store: &Path, layer: &LayerFile, scratch: &Path, context
     let _ = fs::remove_file(&out_path);
 }
 
-// ---------------------------------------------------------------------------
-// The index, read with python3
-// ---------------------------------------------------------------------------
-
-/// Pack names the index records, read with python3's sqlite3 module (an
-/// independent reader).
+/// Pack names the index records, read with python3's sqlite3 module.
 pub fn indexed_packs(store: &Path) -> BTreeSet<String> {
     let out = python_sql(
         store,
