@@ -1,7 +1,7 @@
-//! The one set of helpers every integration test binary shares: each
-//! `tests/*.rs` says `mod support;` and `use support::*;`, and compiles its
-//! own copy of this module. Each helper is written once, in the submodule
-//! that owns its subject:
+//! The one set of helpers the integration test binaries share: each
+//! `tests/*.rs` that uses a helper says `mod support;` (and usually
+//! `use support::*;`), and compiles its own copy of this module. Each
+//! helper is written once, in the submodule that owns its subject:
 //!
 //! * `rng`: the seeded generator and the generated content (random, text,
 //!   partly repetitive bytes).
