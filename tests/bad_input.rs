@@ -6,14 +6,14 @@
 //! anyway, so "unreadable" is covered by a directory given as the layer
 //! file and by a path that does not exist (no FIFO, which would block).
 
-mod common;
+mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::*;
 use layerstore::Digest;
+use support::*;
 
 /// A store holding two layers (one put plain, one as gzip), and their tars.
 struct Fixture {

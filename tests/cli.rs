@@ -1,15 +1,15 @@
 //! The command line: put (file, stdin, --json), get (stdout, -o, by
 //! compressed digest), ls, rm, stat, and LAYERSTORE_DIR.
 
-mod common;
+mod support;
 
 use std::fs;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::*;
 use layerstore::Digest;
+use support::*;
 
 fn now() -> i64 {
     SystemTime::now()
@@ -48,7 +48,7 @@ fn put_and_get_text_output() {
     fs::write(&gz_path, gzip(&tar)).unwrap();
 
     // Plain tar: the DiffID is the file's sha256 (checked with coreutils).
-    let out = cli_ok(&store, &["put", tar_path.to_str().unwrap()]);
+    let out = cli_ok(&store, &["put", tar_path.to_str().unwrap()]).stdout;
     let diff_id = first_line_digest(&out);
     assert_eq!(diff_id.to_string(), sha256sum(&tar_path));
     let text = String::from_utf8_lossy(&out);
@@ -58,7 +58,7 @@ fn put_and_get_text_output() {
     );
 
     // The gzip form: same DiffID, and its own digest on the second line.
-    let out = cli_ok(&store, &["put", gz_path.to_str().unwrap()]);
+    let out = cli_ok(&store, &["put", gz_path.to_str().unwrap()]).stdout;
     assert_eq!(first_line_digest(&out), diff_id);
     let text = String::from_utf8_lossy(&out).into_owned();
     let gz_digest = sha256sum(&gz_path);
@@ -85,7 +85,8 @@ fn put_and_get_text_output() {
             "-o",
             out_file.to_str().unwrap(),
         ],
-    );
+    )
+    .stdout;
     assert!(stdout.is_empty(), "get -o wrote to stdout too");
     assert_same_bytes(&fs::read(&out_file).unwrap(), &tar, "get -o");
     assert_eq!(
@@ -253,7 +254,7 @@ fn ls_json_lists_layers() {
     );
 
     // The table lists the same digests.
-    let table = String::from_utf8(cli_ok(&store, &["ls"])).unwrap();
+    let table = cli_text(&store, &["ls"]);
     for tar in [&a, &b] {
         assert!(table.contains(&Digest::of(tar).to_string()), "{table}");
     }
@@ -274,8 +275,8 @@ fn rm_removes_layers() {
     }
     let (da, db, dc) = (Digest::of(&a), Digest::of(&b), Digest::of(&c));
 
-    let out = cli_ok(&store, &["rm", &da.to_string()]);
-    assert_eq!(String::from_utf8_lossy(&out).trim(), da.to_string());
+    let out = cli_text(&store, &["rm", &da.to_string()]);
+    assert_eq!(out.trim(), da.to_string());
     let listed: Vec<String> = ls_json(&store)
         .iter()
         .map(|l| l["digest"].as_str().unwrap().to_string())
@@ -306,8 +307,8 @@ fn rm_removes_layers() {
     );
 
     // rm by compressed digest removes the layer and its alias.
-    let out = cli_ok(&store, &["rm", &Digest::of(&c_zst).to_string()]);
-    assert_eq!(String::from_utf8_lossy(&out).trim(), dc.to_string());
+    let out = cli_text(&store, &["rm", &Digest::of(&c_zst).to_string()]);
+    assert_eq!(out.trim(), dc.to_string());
     expect_cli_error(
         &cli_run(&store, &["get", &Digest::of(&c_zst).to_string()]),
         "get alias of removed layer",
@@ -329,9 +330,9 @@ fn rm_removes_layers() {
     );
 
     // Several digests at once.
-    let out = cli_ok(&store, &["rm", &da.to_string(), &db.to_string()]);
+    let out = cli_text(&store, &["rm", &da.to_string(), &db.to_string()]);
     assert_eq!(
-        String::from_utf8_lossy(&out).lines().collect::<Vec<_>>(),
+        out.lines().collect::<Vec<_>>(),
         vec![da.to_string(), db.to_string()]
     );
     assert!(ls_json(&store).is_empty());
@@ -383,7 +384,7 @@ fn stat_json_reports_figures() {
         "{s}"
     );
 
-    let text = String::from_utf8(cli_ok(&store, &["stat"])).unwrap();
+    let text = cli_text(&store, &["stat"]);
     assert!(text.contains("layers") && text.contains('2'), "{text}");
 }
 

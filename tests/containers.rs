@@ -8,7 +8,7 @@
 //! `LAYERSTORE_TEST_REFLINK_DIR` to a directory on btrfs or XFS to run it
 //! there, otherwise it measures, prints why, and checks only correctness.
 
-mod image_support;
+mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -16,9 +16,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use image_support::*;
 use layerstore::{ChangeKind, GcOptions, Store, VerifyOptions};
 use serde_json::Value;
+use support::*;
 use tempfile::TempDir;
 
 fn tmp() -> TempDir {
@@ -29,10 +29,6 @@ fn tmp() -> TempDir {
         Some(dir) => b.tempdir_in(dir).unwrap(),
         None => b.tempdir().unwrap(),
     }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// What a tree holds: relative path -> description of type, mode and
@@ -135,9 +131,9 @@ fn three_layers(dir: &Path) -> Vec<Vec<u8>> {
     std::os::unix::fs::symlink("opaque", l3.join("becomes-link")).unwrap();
 
     vec![
-        gnu_tar(&l1, &dir.join("l1.tar")),
-        gnu_tar(&l2, &dir.join("l2.tar")),
-        gnu_tar(&l3, &dir.join("l3.tar")),
+        gnu_tar_layer(&l1, &dir.join("l1.tar")),
+        gnu_tar_layer(&l2, &dir.join("l2.tar")),
+        gnu_tar_layer(&l3, &dir.join("l3.tar")),
     ]
 }
 
@@ -153,15 +149,11 @@ fn layout_of(dir: &Path, name: &str, layers: &[Vec<u8>]) -> PathBuf {
 
 fn umoci_unpack(layout: &Path, name: &str, bundle: &Path) -> PathBuf {
     let umoci = require_tool("umoci");
-    let image_arg = format!("{}:{name}", s(layout));
+    let image_arg = format!("{}:{name}", path_arg(layout));
     run_ok(
-        &umoci,
-        &[
-            "unpack".as_ref(),
-            "--image".as_ref(),
-            image_arg.as_ref(),
-            bundle.as_os_str(),
-        ],
+        Command::new(&umoci)
+            .args(["unpack", "--image", &image_arg])
+            .arg(bundle),
     );
     bundle.join("rootfs")
 }
@@ -266,7 +258,7 @@ fn hostile_layers_never_write_outside_the_checkout() {
     fs::create_dir_all(&outside).unwrap();
     fs::write(outside.join("sentinel"), b"untouched").unwrap();
     let before = listing(&outside);
-    let o = s(&outside).to_string();
+    let o = path_arg(&outside).to_string();
     let base = python_tar(
         &t.path().join("base.tar"),
         &[("dir", "etc", ""), ("file", "etc/hosts", "localhost")],
@@ -422,8 +414,8 @@ fn simple_image(dir: &Path) -> Vec<Vec<u8>> {
     let l2 = dir.join("s2");
     write_tree(&l2, &[("app/version", b"1.0\n")]);
     vec![
-        gnu_tar(&l1, &dir.join("s1.tar")),
-        gnu_tar(&l2, &dir.join("s2.tar")),
+        gnu_tar_layer(&l1, &dir.join("s1.tar")),
+        gnu_tar_layer(&l2, &dir.join("s2.tar")),
     ]
 }
 
@@ -666,7 +658,7 @@ fn disk_use_of_n_containers() {
         .map(|(p, d)| (p.as_str(), d.as_slice()))
         .collect();
     write_tree(&content, &refs);
-    let layer = gnu_tar(&content, &t.path().join("big.tar"));
+    let layer = gnu_tar_layer(&content, &t.path().join("big.tar"));
     fs::remove_dir_all(&content).unwrap();
     let (store, _) = store_with(t.path(), "big:1", &[layer]);
     let one_copy = 32u64 << 20;
@@ -740,20 +732,23 @@ fn cli_container_commands() {
     let layers = simple_image(t.path());
     let layout = layout_of(t.path(), "cli:1", &layers);
     let store = t.path().join("store");
-    cli_ok(&store, &["image", "import", s(&layout)]);
+    cli_ok(&store, &["image", "import", path_arg(&layout)]);
 
     let out = t.path().join("co");
-    let report = cli_json(&store, &["checkout", "cli:1", s(&out)]);
+    let report = cli_json(&store, &["checkout", "cli:1", path_arg(&out)]);
     assert_eq!(report["layers"], 2);
     assert_eq!(fs::read(out.join("app/version")).unwrap(), b"1.0\n");
-    let err = cli_err(&store, &["checkout", "cli:1", s(&out)]);
+    let err = cli_err(&store, &["checkout", "cli:1", path_arg(&out)]);
     assert!(err.contains("not empty"), "{err}");
-    let err = cli_err(&store, &["checkout", "nope:1", s(&t.path().join("x"))]);
+    let err = cli_err(
+        &store,
+        &["checkout", "nope:1", path_arg(&t.path().join("x"))],
+    );
     assert!(err.contains("not found"), "{err}");
 
     let created = cli_json(&store, &["container", "create", "cli:1", "--name", "web"]);
     assert_eq!(created["name"], "web");
-    let path = cli_ok(&store, &["container", "path", "web"]);
+    let path = cli_text(&store, &["container", "path", "web"]);
     let root = PathBuf::from(path.trim());
     assert_eq!(root, PathBuf::from(created["path"].as_str().unwrap()));
     assert!(root.join("app/main.py").is_file());
@@ -764,7 +759,7 @@ fn cli_container_commands() {
         &["container", "create", "cli:1", "--name", "../bad"],
     );
     assert!(err.contains("container name"), "{err}");
-    let unnamed = cli_ok(&store, &["container", "create", "cli:1"]);
+    let unnamed = cli_text(&store, &["container", "create", "cli:1"]);
     let unnamed = unnamed.trim().to_string();
 
     let ls = cli_json(&store, &["container", "ls"]);
@@ -778,12 +773,12 @@ fn cli_container_commands() {
         names.contains(&"web") && names.contains(&unnamed.as_str()),
         "{ls}"
     );
-    let text = cli_ok(&store, &["container", "ls"]);
+    let text = cli_text(&store, &["container", "ls"]);
     assert!(text.contains("web") && text.contains("cli:1"), "{text}");
 
     fs::write(root.join("added"), b"new").unwrap();
     fs::remove_file(root.join("etc/motd")).unwrap();
-    let diff = cli_ok(&store, &["container", "diff", "web"]);
+    let diff = cli_text(&store, &["container", "diff", "web"]);
     assert_eq!(diff, "A /added\nD /etc/motd\n");
     let diff: Value = cli_json(&store, &["container", "diff", "web"]);
     assert_eq!(diff[0]["kind"], "added");
@@ -807,7 +802,7 @@ fn cli_container_commands() {
     cli_ok(&store, &["image", "rm", "cli:1"]);
     cli_ok(&store, &["gc"]);
     assert_eq!(
-        cli_ok(&store, &["container", "diff", "web"]),
+        cli_text(&store, &["container", "diff", "web"]),
         "A /added\nD /etc/motd\n"
     );
 
@@ -821,6 +816,6 @@ fn cli_container_commands() {
         cli_json(&store, &["container", "ls"]),
         serde_json::json!([])
     );
-    let verify = cli(&store, &["verify", "--full"]);
+    let verify = cli_run(&store, &["verify", "--full"]);
     assert!(verify.status.success());
 }

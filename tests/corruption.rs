@@ -4,51 +4,19 @@
 //!
 //! Each layer is put on its own into a fresh store, so it gets a pack of its
 //! own; the byte flipped is found with the documented pack format (see
-//! src/pack.rs): a 16-byte pack header, then frames of
-//! `"LSFR" kind:u8 codec:u8 reserved:u16 entries:u32 raw_len:u64
-//! stored_len:u64`, a table of `entries` x 36 bytes (chunk frames) or one
-//! 40-byte entry (recipe frames), a 16-byte check, and the payload.
+//! src/pack.rs, walked by `pack_frames` in tests/support/packs.rs): a
+//! 16-byte pack header, then frames of `"LSFR" kind:u8 codec:u8
+//! reserved:u16 entries:u32 raw_len:u64 stored_len:u64`, a table of
+//! `entries` x 36 bytes (chunk frames) or one 40-byte entry (recipe
+//! frames), a 16-byte check, and the payload.
 
-mod common;
+mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::*;
 use layerstore::{Digest, Store};
-
-struct Frame {
-    kind: u8,
-    codec: u8,
-    payload_start: usize,
-    payload_len: usize,
-}
-
-fn frames(pack: &[u8]) -> Vec<Frame> {
-    assert_eq!(&pack[..8], b"LSPACK\0\0", "pack magic");
-    let u32_at = |o: usize| u32::from_le_bytes(pack[o..o + 4].try_into().unwrap()) as usize;
-    let u64_at = |o: usize| u64::from_le_bytes(pack[o..o + 8].try_into().unwrap()) as usize;
-    let mut out = Vec::new();
-    let mut off = 16;
-    while off < pack.len() {
-        assert_eq!(&pack[off..off + 4], b"LSFR", "frame magic at {off}");
-        let kind = pack[off + 4];
-        let codec = pack[off + 5];
-        let entries = u32_at(off + 8);
-        let stored = u64_at(off + 20);
-        let table = if kind == 1 { entries * 36 } else { 40 };
-        let payload_start = off + 28 + table + 16;
-        out.push(Frame {
-            kind,
-            codec,
-            payload_start,
-            payload_len: stored,
-        });
-        off = payload_start + stored;
-    }
-    assert_eq!(off, pack.len(), "frames end at the end of the pack");
-    out
-}
+use support::*;
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -74,14 +42,14 @@ fn setup(a_content: &[u8]) -> Setup {
     fs::write(tb.join("b2"), text_bytes(501, 300_000)).unwrap();
     let b = gnu_tar_create(&tb, &dir.path().join("b.tar"), &[]);
 
-    let packs0 = pack_dir_listing(&store);
+    let packs0 = pack_files(&store);
     cli_ok(&store, &["put", dir.path().join("a.tar").to_str().unwrap()]);
-    let packs1 = pack_dir_listing(&store);
+    let packs1 = pack_files(&store);
     let new: Vec<&String> = packs1.difference(&packs0).collect();
     assert_eq!(new.len(), 1, "put of A created packs {new:?}");
     let a_pack = store.join("packs").join(new[0]);
     cli_ok(&store, &["put", dir.path().join("b.tar").to_str().unwrap()]);
-    assert_eq!(pack_dir_listing(&store).len(), 2, "B got a pack of its own");
+    assert_eq!(pack_files(&store).len(), 2, "B got a pack of its own");
     Setup {
         dir,
         store,
@@ -156,7 +124,7 @@ fn assert_get_fails(s: &Setup) {
 fn flipped_byte_in_compressed_frame() {
     let s = setup(&text_bytes(400, 1_500_000));
     let pack = fs::read(&s.a_pack).unwrap();
-    let f = frames(&pack);
+    let f = pack_frames(&pack);
     let frame = f
         .iter()
         .find(|f| f.kind == 1 && f.codec == 1)
@@ -173,7 +141,7 @@ fn flipped_byte_in_compressed_frame() {
 fn flipped_byte_in_stored_frame() {
     let s = setup(&random_bytes(410, 700_000));
     let pack = fs::read(&s.a_pack).unwrap();
-    let f = frames(&pack);
+    let f = pack_frames(&pack);
     let frame = f
         .iter()
         .find(|f| f.kind == 1 && f.codec == 0)
@@ -195,7 +163,7 @@ fn flipped_byte_in_stored_frame() {
 fn flipped_byte_in_recipe() {
     let s = setup(&text_bytes(420, 400_000));
     let pack = fs::read(&s.a_pack).unwrap();
-    let f = frames(&pack);
+    let f = pack_frames(&pack);
     let recipe = f
         .iter()
         .find(|f| f.kind == 2)

@@ -2,14 +2,14 @@
 //! rebuilt with new mtimes costs almost nothing; a repeated put costs
 //! nothing at all.
 
-mod common;
+mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::*;
 use layerstore::testing::Cdc;
 use layerstore::{ChunkParams, Compression, Digest, Store};
+use support::*;
 
 /// Number of chunks FastCDC (with the store's default parameters) cuts a
 /// file payload into. Payloads are cut on their own, from their first byte.
@@ -25,12 +25,6 @@ fn payload_chunks(data: &[u8]) -> u64 {
     n
 }
 
-fn write(root: &Path, rel: &str, data: &[u8]) {
-    let p = root.join(rel);
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(p, data).unwrap();
-}
-
 /// (a) A file present in two layers, at different paths with different
 /// metadata, is stored once: the second put stores only what is new to it.
 #[test]
@@ -42,13 +36,23 @@ fn file_shared_by_two_layers_is_stored_once() {
     let notes2 = text_bytes(4, 3_000);
 
     let l1 = dir.path().join("l1");
-    write(&l1, "opt/app/shared.bin", &shared);
-    write(&l1, "opt/app/only1.bin", &only1);
-    write(&l1, "etc/readme", &text_bytes(5, 2_000));
+    write_tree(
+        &l1,
+        &[
+            ("opt/app/shared.bin", &shared),
+            ("opt/app/only1.bin", &only1),
+            ("etc/readme", &text_bytes(5, 2_000)),
+        ],
+    );
     let l2 = dir.path().join("l2");
-    write(&l2, "srv/elsewhere/renamed_shared.bin", &shared);
-    write(&l2, "srv/only2.bin", &only2);
-    write(&l2, "srv/notes.txt", &notes2);
+    write_tree(
+        &l2,
+        &[
+            ("srv/elsewhere/renamed_shared.bin", &shared),
+            ("srv/only2.bin", &only2),
+            ("srv/notes.txt", &notes2),
+        ],
+    );
     run_ok(
         tool("touch")
             .args(["-d", "2001-01-01"])
@@ -305,15 +309,6 @@ fn same_layer_twice_adds_nothing() {
     assert_eq!(store.layers().unwrap().len(), 1);
 }
 
-fn one_file_tar(name: &str, data: &[u8]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_size(data.len() as u64);
-    h.set_mode(0o644);
-    b.append_data(&mut h, name, data).unwrap();
-    b.into_inner().unwrap()
-}
-
 /// A layer whose chunks all come from 80 earlier layers (80 packs and
 /// frames), referenced forwards, backwards and twice: it stores only its
 /// recipe, and reads back exact across many frames.
@@ -325,7 +320,7 @@ fn layer_assembled_from_many_earlier_layers() {
         .map(|i| random_bytes(700 + i, 20_000 + 997 * i as usize))
         .collect();
     for (i, data) in files.iter().enumerate() {
-        let tar = one_file_tar(&format!("f{i}"), data);
+        let tar = tar_layer(&[(format!("f{i}"), data)]);
         put_and_check(
             &store,
             &tar,
@@ -380,17 +375,10 @@ fn concurrent_puts_of_overlapping_layers() {
     let shared = random_bytes(800, 2 << 20);
     let tars: Vec<Vec<u8>> = (0..4)
         .map(|i| {
-            let mut b = tar::Builder::new(Vec::new());
-            for (name, data) in [
+            tar_layer(&[
                 (format!("layer{i}/own"), random_bytes(810 + i, 300_000)),
                 (format!("layer{i}/shared"), shared.clone()),
-            ] {
-                let mut h = tar::Header::new_gnu();
-                h.set_size(data.len() as u64);
-                h.set_mode(0o644);
-                b.append_data(&mut h, name, &data[..]).unwrap();
-            }
-            b.into_inner().unwrap()
+            ])
         })
         .collect();
     std::thread::scope(|s| {
@@ -480,15 +468,7 @@ fn pax_size_record_and_sized_hardlink_are_followed() {
 
     let store = Store::open(dir.path().join("store")).unwrap();
     put_and_check(&store, &x, &x, Compression::None, "crafted archive");
-    let y = {
-        let mut b = tar::Builder::new(Vec::new());
-        for (name, data) in [("y/d2", &d2), ("y/d1", &d1)] {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            b.append_data(&mut h, name, &data[..]).unwrap();
-        }
-        b.into_inner().unwrap()
-    };
+    let y = tar_layer(&[("y/d2", &d2), ("y/d1", &d1)]);
     let info = put_and_check(
         &store,
         &y,

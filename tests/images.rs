@@ -6,14 +6,15 @@
 //! skopeo and umoci are required: the tests that use them fail (they do not
 //! skip) when either is missing. Everything is built locally; no network.
 
-mod image_support;
+mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use image_support::*;
 use layerstore::{ExportFormat, Store};
 use serde_json::{Value, json};
+use support::*;
 use tempfile::TempDir;
 
 // ---------------------------------------------------------------------------
@@ -54,8 +55,8 @@ impl TwoLayers {
                 ("app/main", format!("app {seed}\n").as_bytes()),
             ],
         );
-        let base = gnu_tar(&base_dir, &work.join("base.tar"));
-        let app = gnu_tar(&app_dir, &work.join("app.tar"));
+        let base = gnu_tar_layer(&base_dir, &work.join("base.tar"));
+        let app = gnu_tar_layer(&app_dir, &work.join("app.tar"));
         TwoLayers { base, app, tool }
     }
 
@@ -96,10 +97,6 @@ fn tmp() -> TempDir {
         .unwrap()
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 // ---------------------------------------------------------------------------
 // 1. Real clients read what layerstore exports
 // ---------------------------------------------------------------------------
@@ -134,7 +131,7 @@ fn exported_oci_layout_works_with_skopeo_and_umoci() {
             "--format",
             "oci",
             "-o",
-            s(&layout),
+            path_arg(&layout),
         ],
     );
     let entry = &exported["images"][0];
@@ -173,22 +170,14 @@ fn exported_oci_layout_works_with_skopeo_and_umoci() {
     assert_eq!(get(&fresh, &diff_ids[1]), img.app);
 
     // umoci lists and unpacks it; whiteouts are applied.
-    let ls = run_ok(
-        &umoci,
-        &["ls".as_ref(), "--layout".as_ref(), layout.as_os_str()],
-    );
+    let ls = run_ok(Command::new(&umoci).args(["ls", "--layout"]).arg(&layout));
     assert_eq!(String::from_utf8_lossy(&ls.stdout).trim(), "test/app:1");
     let bundle = t.path().join("bundle");
-    let image_arg = format!("{}:test/app:1", s(&layout));
+    let image_arg = format!("{}:test/app:1", path_arg(&layout));
     run_ok(
-        &umoci,
-        &[
-            "unpack".as_ref(),
-            "--rootless".as_ref(),
-            "--image".as_ref(),
-            image_arg.as_ref(),
-            bundle.as_os_str(),
-        ],
+        Command::new(&umoci)
+            .args(["unpack", "--rootless", "--image", &image_arg])
+            .arg(&bundle),
     );
     img.check_rootfs(&bundle.join("rootfs"), 1);
 }
@@ -264,7 +253,7 @@ fn skopeo_gzip_layout_dedups_and_exports_both_formats() {
 
     // The same layout as a tar imports the same way.
     let layout_tar = t.path().join("layout.tar");
-    gnu_tar(&layout, &layout_tar);
+    gnu_tar_layer(&layout, &layout_tar);
     let tarred = Store::open(t.path().join("tarred")).unwrap();
     let r = tarred.import_image(&layout_tar, None).unwrap();
     assert_eq!(r.format, "oci");
@@ -292,14 +281,14 @@ fn skopeo_gzip_layout_dedups_and_exports_both_formats() {
     assert_eq!(cfg["rootfs"]["diff_ids"], json!(diff_ids));
 
     // The CLI says the same on stderr.
-    let cli_out = cli(
+    let cli_out = cli_run(
         &store_dir,
         &[
             "image",
             "export",
             "test/gz:1",
             "-o",
-            s(&t.path().join("cli-oci")),
+            path_arg(&t.path().join("cli-oci")),
         ],
     );
     assert!(cli_out.status.success());
@@ -344,7 +333,7 @@ fn images_sharing_a_base_layer_store_it_once() {
         .collect();
     let files: Vec<(&str, &[u8])> = files.iter().map(|(p, b)| (p.as_str(), *b)).collect();
     write_tree(&base_dir, &files);
-    let base = gnu_tar(&base_dir, &t.path().join("base.tar"));
+    let base = gnu_tar_layer(&base_dir, &t.path().join("base.tar"));
     let mut apps = Vec::new();
     for name in ["one", "two"] {
         let dir = t.path().join(name);
@@ -355,7 +344,7 @@ fn images_sharing_a_base_layer_store_it_once() {
                 ("app/data", &rng.bytes(20_000)),
             ],
         );
-        apps.push(gnu_tar(&dir, &t.path().join(format!("{name}.tar"))));
+        apps.push(gnu_tar_layer(&dir, &t.path().join(format!("{name}.tar"))));
     }
     let a1 = t.path().join("one.docker.tar");
     let a2 = t.path().join("two.docker.tar");
@@ -376,7 +365,7 @@ fn images_sharing_a_base_layer_store_it_once() {
     assert_eq!(s1.pack_bytes - s0.pack_bytes, first.added_bytes);
 
     // Second import through the CLI.
-    let second = cli_json(&store_dir, &["image", "import", s(&a2)]);
+    let second = cli_json(&store_dir, &["image", "import", path_arg(&a2)]);
     let s2 = store.stats().unwrap();
     assert_eq!(second["layers"], 2);
     assert_eq!(second["new_layers"], 1, "{second}");
@@ -404,7 +393,7 @@ fn images_sharing_a_base_layer_store_it_once() {
         assert_eq!(layers[0]["size"], base.len());
         assert_eq!(layers[1]["diff_id"], sha(app));
         assert_eq!(layers[1]["shared_with"], 0, "{inspect}");
-        let text = cli_ok(&store_dir, &["image", "inspect", name]);
+        let text = cli_text(&store_dir, &["image", "inspect", name]);
         assert!(text.contains("shared with 1 other image(s)"), "{text}");
     }
     assert_eq!(get(&store, &sha(&base)), base);
@@ -482,7 +471,7 @@ fn tag_rm_and_layer_lifetimes() {
 
     // rm one name: the other keeps working.
     assert_eq!(
-        cli_ok(&store_dir, &["image", "rm", "life/x:1"]).trim(),
+        cli_text(&store_dir, &["image", "rm", "life/x:1"]).trim(),
         "life/x:1"
     );
     assert!(store.image("life/x:1").unwrap_err().is_not_found());
@@ -557,7 +546,7 @@ fn tag_rm_and_layer_lifetimes() {
     fs::write(&taken, b"keep me").unwrap();
     let stderr = cli_err(
         &store_dir,
-        &["image", "export", "life/x:again", "-o", s(&taken)],
+        &["image", "export", "life/x:again", "-o", path_arg(&taken)],
     );
     assert!(stderr.contains("already exists"), "{stderr}");
     assert_eq!(fs::read(&taken).unwrap(), b"keep me");
@@ -568,7 +557,7 @@ fn tag_rm_and_layer_lifetimes() {
             "export",
             "no/such:1",
             "-o",
-            s(&t.path().join("none")),
+            path_arg(&t.path().join("none")),
         ],
     );
     assert!(stderr.contains("\"no/such:1\" not found"), "{stderr}");
@@ -811,7 +800,7 @@ impl Bad {
     /// with a message containing every one of `expect`, and the store must
     /// be exactly as before.
     fn rejects(&self, input: &Path, expect: &[&str]) {
-        let before = snapshot(&self.store);
+        let before = snapshot(self.store.path());
         let err = match self.store.import_image(input, None) {
             Ok(r) => panic!("importing {} succeeded: {r:?}", input.display()),
             Err(e) => e.to_string(),
@@ -820,16 +809,16 @@ impl Bad {
             assert!(err.contains(want), "library error lacks {want:?}: {err}");
         }
         assert_eq!(
-            snapshot(&self.store),
+            snapshot(self.store.path()),
             before,
             "library import left a trace ({err})"
         );
-        let stderr = cli_err(&self.store_dir, &["image", "import", s(input)]);
+        let stderr = cli_err(&self.store_dir, &["image", "import", path_arg(input)]);
         for want in expect {
             assert!(stderr.contains(want), "CLI stderr lacks {want:?}: {stderr}");
         }
         assert_eq!(
-            snapshot(&self.store),
+            snapshot(self.store.path()),
             before,
             "CLI import left a trace ({stderr})"
         );
@@ -1211,10 +1200,10 @@ fn rejects_deep_nesting_in_unmodelled_fields() {
         // A fresh store per case, so an accepted case cannot hide another.
         let b = Bad::new();
         let input = build(&b);
-        let before = snapshot(&b.store);
+        let before = snapshot(b.store.path());
         match b.store.import_image(&input, None) {
             Ok(_) => accepted.push(what.to_string()),
-            Err(_) => assert_eq!(snapshot(&b.store), before, "{what} left a trace"),
+            Err(_) => assert_eq!(snapshot(b.store.path()), before, "{what} left a trace"),
         }
     };
     check("index.json", &|b| {

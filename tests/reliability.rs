@@ -9,7 +9,7 @@
 //!
 //! * `kill_harness`: puts, image imports (docker archives), rm + gc and gc
 //!   in child processes killed with SIGKILL after a random delay in
-//!   0-150 ms (seeded xorshift; three times in four the delay is drawn
+//!   0-150 ms (seeded SplitMix64; three times in four the delay is drawn
 //!   below the operation's observed run time, since most take only tens
 //!   of milliseconds), plus runs that abort at every `LAYERSTORE_CRASH_AT`
 //!   point (each point of `layerstore::testing::CRASH_POINTS`, on every write path
@@ -37,7 +37,7 @@
 //! fallback (no small filesystem: the ENOSPC part is skipped, loudly);
 //! `LAYERSTORE_TEST_NO_TMPFS=1` makes them use the loop-mounted ext4 image.
 
-mod reliability_support;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
@@ -49,7 +49,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use reliability_support::*;
+use support::*;
 
 // ===========================================================================
 // 1. Kill harness
@@ -181,7 +181,7 @@ impl Harness {
             tars.push(own.bytes());
             let name = format!("reliability/pool-{i}:1");
             let path = h.work.join(format!("image-{i}.tar"));
-            let layers = write_docker_archive(&path, &tars, &[&name]);
+            let layers = docker_archive(&path, &[&name], &tars);
             h.images.push(PoolImage { path, name, layers });
         }
         h
@@ -205,7 +205,7 @@ impl Harness {
             .min(2_900_000usize.saturating_sub(shared_len));
         let seed = self.rng.next_u64();
         files.push((format!("{label}/own.bin"), mixed_bytes(seed, n)));
-        let tar = make_tar(&files);
+        let tar = tar_layer(&files);
         assert!(
             (200_000..=3_000_000).contains(&tar.len()),
             "layer {label} is {} bytes, outside 200 KB-3 MB",
@@ -229,7 +229,7 @@ impl Harness {
         let own = self.fresh_layer();
         let name = format!("reliability/fresh-{}:1", self.fresh);
         let path = self.work.join(format!("fresh-image-{}.tar", self.fresh));
-        let layers = write_docker_archive(&path, &[self.pool[base].bytes(), own.bytes()], &[]);
+        let layers = docker_archive(&path, &[], &[self.pool[base].bytes(), own.bytes()]);
         (path, name, layers)
     }
 
@@ -356,7 +356,7 @@ impl Harness {
         self.account("put", &args, interrupt, &fate, &out);
         if fate == Fate::Exited {
             assert_eq!(
-                first_line(&out),
+                first_line(&out.stdout),
                 layer.digest,
                 "put printed a DiffID that is not the sha256 of {path}"
             );
@@ -408,18 +408,18 @@ impl Harness {
         let f = self.fresh;
         let r1 = random_bytes(self.rng.next_u64(), 300_000);
         let r2 = random_bytes(self.rng.next_u64(), 300_000);
-        let x = make_tar(&[(format!("x{f}/r1"), r1), (format!("x{f}/r2"), r2.clone())]);
-        let y = make_tar(&[
+        let x = tar_layer(&[(format!("x{f}/r1"), r1), (format!("x{f}/r2"), r2.clone())]);
+        let y = tar_layer(&[
             (format!("y{f}/r2-again"), r2),
             (format!("y{f}/note"), text_bytes(f, 2000)),
         ]);
         let x = LayerFile::write(self.work.join(format!("partial-x-{f}.tar")), &x);
         let y = LayerFile::write(self.work.join(format!("partial-y-{f}.tar")), &y);
         for l in [&x, &y] {
-            let out = run_ok(&self.store, &["put", l.path.to_str().unwrap()]);
-            assert_eq!(first_line(&out), l.digest);
+            let out = cli_ok(&self.store, &["put", l.path.to_str().unwrap()]);
+            assert_eq!(first_line(&out.stdout), l.digest);
         }
-        run_ok(&self.store, &["rm", &x.digest]);
+        cli_ok(&self.store, &["rm", &x.digest]);
         self.files.insert(y.digest.clone(), y.clone());
         self.acked_layers.insert(y.digest.clone());
     }
@@ -434,14 +434,14 @@ impl Harness {
         if n > 25 || (n > 8 && self.rng.chance(40)) || (n > 3 && self.rng.chance(15)) {
             let all: Vec<String> = self.acked_layers.iter().cloned().collect();
             let victim = self.rng.pick(&all).clone();
-            run_ok(&self.store, &["rm", &victim]);
+            cli_ok(&self.store, &["rm", &victim]);
             self.acked_layers.remove(&victim);
             self.stats.rms += 1;
         }
         if !self.acked_images.is_empty() && (self.rng.chance(15) || self.acked_images.len() > 5) {
             let names: Vec<String> = self.acked_images.keys().cloned().collect();
             let victim = self.rng.pick(&names).clone();
-            run_ok(&self.store, &["image", "rm", &victim]);
+            cli_ok(&self.store, &["image", "rm", &victim]);
             self.acked_images.remove(&victim);
             self.stats.image_rms += 1;
         }
@@ -523,8 +523,8 @@ fn kill_harness() {
     // A few acknowledged layers before the first kill.
     for i in [0usize, 2, 5] {
         let l = h.pool[i].clone();
-        let out = run_ok(&h.store, &["put", l.path.to_str().unwrap()]);
-        assert_eq!(first_line(&out), l.digest);
+        let out = cli_ok(&h.store, &["put", l.path.to_str().unwrap()]);
+        assert_eq!(first_line(&out.stdout), l.digest);
         h.acked_layers.insert(l.digest.clone());
     }
 
@@ -601,7 +601,7 @@ fn kill_harness() {
         assert_get_exact(&h.store, &layer, &h.work, "after the last kill");
     }
     // A final gc removes every leftover: no *.tmp, no unreferenced pack.
-    let (ok, report) = run_json(&h.store, &["gc", "--json"]);
+    let (ok, report) = cli_json_status(&h.store, &["gc"]);
     assert!(ok, "final gc failed: {report}");
     let packs = pack_files(&h.store);
     let tmp: Vec<&String> = packs.iter().filter(|n| n.ends_with(".tmp")).collect();
@@ -630,7 +630,7 @@ fn kill_harness() {
     // be left, so no crash leaked chunks or packs.
     let names: Vec<String> = listed_images(&h.store).into_iter().collect();
     for n in &names {
-        run_ok(&h.store, &["image", "rm", n]);
+        cli_ok(&h.store, &["image", "rm", n]);
     }
     let layers: Vec<String> = listed_layers(&h.store)
         .into_iter()
@@ -639,10 +639,10 @@ fn kill_harness() {
     if !layers.is_empty() {
         let mut args = vec!["rm"];
         args.extend(layers.iter().map(String::as_str));
-        run_ok(&h.store, &args);
+        cli_ok(&h.store, &args);
     }
-    run_ok(&h.store, &["gc"]);
-    let (ok, stat) = run_json(&h.store, &["stat", "--json"]);
+    cli_ok(&h.store, &["gc"]);
+    let (ok, stat) = cli_json_status(&h.store, &["stat"]);
     assert!(ok);
     assert_eq!(
         (
@@ -712,13 +712,16 @@ fn concurrent_writers_readers_and_gc() {
                 format!("l{i}/own"),
                 mixed_bytes(3000 + i, rng.range(100_000, 800_000) as usize),
             ));
-            LayerFile::write(dir.path().join(format!("layer-{i}.tar")), &make_tar(&files))
+            LayerFile::write(
+                dir.path().join(format!("layer-{i}.tar")),
+                &tar_layer(&files),
+            )
         })
         .collect();
     // Create the store before the processes start: several processes
     // creating one store at once is its own case, see
     // `concurrent_first_use_of_a_new_store`.
-    run_ok(&store, &["ls"]);
+    cli_ok(&store, &["ls"]);
     // Acknowledged layers: digest -> file with the expected bytes.
     let acked: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
     let failures: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -755,7 +758,7 @@ fn concurrent_writers_readers_and_gc() {
                     // up partly dead and gc rewrites them under the readers.
                     let (path, digest) = if i.is_multiple_of(3) {
                         let generation = t0.elapsed().as_millis() as u64 / 300;
-                        let tar = make_tar(&[
+                        let tar = tar_layer(&[
                             (
                                 format!("gen/{generation}"),
                                 mixed_bytes(50_000 + generation, 250_000),
@@ -769,8 +772,8 @@ fn concurrent_writers_readers_and_gc() {
                         let l = &layers[((w * 2 + rng.below(5)) % 9) as usize];
                         (l.path.clone(), l.digest.clone())
                     };
-                    let out = run(store, &["put", path.to_str().unwrap()]);
-                    if !out.status.success() || first_line(&out) != digest {
+                    let out = cli_run(store, &["put", path.to_str().unwrap()]);
+                    if !out.status.success() || first_line(&out.stdout) != digest {
                         fail(format!("writer {w}: put {digest}: {}", describe(&out)));
                         return;
                     }
@@ -819,7 +822,7 @@ fn concurrent_writers_readers_and_gc() {
                         fail(format!(
                             "reader {r}: get {d} returned {} bytes hashing to {}",
                             bytes.len(),
-                            sha256_digest(&bytes)
+                            sha(&bytes)
                         ));
                         return;
                     }
@@ -847,7 +850,7 @@ fn concurrent_writers_readers_and_gc() {
                         verifies.fetch_add(1, Ordering::Relaxed);
                     } else {
                         let below = if i.is_multiple_of(2) { "100" } else { "50" };
-                        let out = run(store, &["gc", "--rewrite-below", below, "--json"]);
+                        let out = cli_run(store, &["gc", "--rewrite-below", below, "--json"]);
                         if !out.status.success() {
                             fail(format!("gc: {}", describe(&out)));
                             return;
@@ -911,7 +914,7 @@ fn concurrent_writers_readers_and_gc() {
         }
     };
     check_all("after the concurrent run");
-    run_ok(&store, &["gc", "--rewrite-below", "100"]);
+    cli_ok(&store, &["gc", "--rewrite-below", "100"]);
     let report = assert_verify_clean(&store, true, "after the final gc");
     assert!(findings(&report, "warnings").is_empty());
     assert_eq!(pack_files(&store), indexed_packs(&store));
@@ -972,9 +975,9 @@ fn stat_while_other_processes_open_and_close_the_store() {
     let store = dir.path().join("store");
     let layer = LayerFile::write(
         dir.path().join("l.tar"),
-        &make_tar(&[("f".to_string(), random_bytes(90, 300_000))]),
+        &tar_layer(&[("f".to_string(), random_bytes(90, 300_000))]),
     );
-    run_ok(&store, &["put", layer.path.to_str().unwrap()]);
+    cli_ok(&store, &["put", layer.path.to_str().unwrap()]);
     let stop = AtomicBool::new(false);
     let failures: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let stats = AtomicU64::new(0);
@@ -983,13 +986,13 @@ fn stat_while_other_processes_open_and_close_the_store() {
         for _ in 0..3 {
             s.spawn(|| {
                 while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                    let _ = run(&store, &["ls", "--json"]);
+                    let _ = cli_run(&store, &["ls", "--json"]);
                 }
             });
         }
         s.spawn(|| {
             while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                let out = run(&store, &["stat", "--json"]);
+                let out = cli_run(&store, &["stat", "--json"]);
                 stats.fetch_add(1, Ordering::Relaxed);
                 if !out.status.success() {
                     failures.lock().unwrap().push(describe(&out));
@@ -1029,15 +1032,15 @@ impl Fixture {
             .collect();
         LayerFile::write(
             self.dir.path().join(format!("{label}.tar")),
-            &make_tar(&files),
+            &tar_layer(&files),
         )
     }
 
     /// Puts a layer and returns the packs its put created.
     fn put(&self, layer: &LayerFile) -> Vec<String> {
         let before = pack_files(&self.store);
-        let out = run_ok(&self.store, &["put", layer.path.to_str().unwrap()]);
-        assert_eq!(first_line(&out), layer.digest);
+        let out = cli_ok(&self.store, &["put", layer.path.to_str().unwrap()]);
+        assert_eq!(first_line(&out.stdout), layer.digest);
         pack_files(&self.store)
             .difference(&before)
             .cloned()
@@ -1104,7 +1107,7 @@ fn assert_get_fails_cleanly(fx: &Fixture, layer: &LayerFile) {
     );
     let left: Vec<_> = fs::read_dir(&out_dir).unwrap().flatten().collect();
     assert!(left.is_empty(), "get -o left files behind: {left:?}");
-    let o = run(&fx.store, &["get", &layer.digest]);
+    let o = cli_run(&fx.store, &["get", &layer.digest]);
     assert!(
         !o.status.success(),
         "get of damaged layer {} to stdout succeeded",
@@ -1308,7 +1311,7 @@ fn damaged_index_is_reported_and_repaired() {
             .any(|(s, _)| s == &format!("layer {}", b.digest)),
         "layer B's missing chunks are not reported: {problems:#?}"
     );
-    assert!(!run(&fx.store, &["get", &c.digest]).status.success());
+    assert!(!cli_run(&fx.store, &["get", &c.digest]).status.success());
 
     let (ok, report) = verify(&fx.store, false, true);
     let repaired = strings(&report, "repaired");
@@ -1365,7 +1368,7 @@ fn damaged_pack_and_index_repair_restores_what_packs_hold() {
         assert!(!mentions(&problems, &l.digest), "{problems:#?}");
         assert_get_exact(&fx.store, l, fx.scratch(), "restored layer");
     }
-    assert!(!run(&fx.store, &["get", &a.digest]).status.success());
+    assert!(!cli_run(&fx.store, &["get", &a.digest]).status.success());
 }
 
 /// verify --repair on a store that verify --full calls sound must not
@@ -1385,10 +1388,10 @@ fn repair_of_a_sound_store_after_rm_and_gc_changes_nothing() {
     fx.put_own_pack(&z);
     fx.put_own_pack(&a);
     fx.put_own_pack(&b);
-    run_ok(&fx.store, &["rm", &z.digest, &a.digest]);
+    cli_ok(&fx.store, &["rm", &z.digest, &a.digest]);
     // gc: P0 is dead and deleted; PA keeps the a chunks B uses (and, as
     // dead bytes, A's recipe frame).
-    run_ok(&fx.store, &["gc"]);
+    cli_ok(&fx.store, &["gc"]);
     let report = assert_verify_clean(&fx.store, true, "after rm and gc");
     assert!(findings(&report, "warnings").is_empty());
 
@@ -1506,7 +1509,7 @@ fn is_out_of_space(out: &Output) -> bool {
 fn distinct_layers(dir: &Path, count: usize, size: usize, seed: u64) -> Vec<LayerFile> {
     (0..count)
         .map(|i| {
-            let tar = make_tar(&[(format!("l{i}/data"), random_bytes(seed + i as u64, size))]);
+            let tar = tar_layer(&[(format!("l{i}/data"), random_bytes(seed + i as u64, size))]);
             LayerFile::write(dir.join(format!("layer-{seed}-{i}.tar")), &tar)
         })
         .collect()
@@ -1551,7 +1554,7 @@ fn after_failed_put(
                 "{context}: unexpected warning {subject}: {detail}"
             );
         }
-        let out = run(store, &["gc"]);
+        let out = cli_run(store, &["gc"]);
         assert!(
             out.status.success(),
             "{context}: gc on the full disk failed: {}",
@@ -1589,9 +1592,9 @@ fn full_disk_flow(strict: bool) {
     let mut acked: Vec<LayerFile> = Vec::new();
     let mut failed_at = None;
     for (i, l) in layers.iter().enumerate() {
-        let out = run(&store, &["put", l.path.to_str().unwrap()]);
+        let out = cli_run(&store, &["put", l.path.to_str().unwrap()]);
         if out.status.success() {
-            assert_eq!(first_line(&out), l.digest);
+            assert_eq!(first_line(&out.stdout), l.digest);
             acked.push(l.clone());
         } else {
             assert!(
@@ -1614,7 +1617,7 @@ fn full_disk_flow(strict: bool) {
     // Trying again on the still-full disk fails the same way.
     let failing = &layers[failed_at];
     for attempt in 0..2 {
-        let out = run(&store, &["put", failing.path.to_str().unwrap()]);
+        let out = cli_run(&store, &["put", failing.path.to_str().unwrap()]);
         assert!(
             !out.status.success() && is_out_of_space(&out),
             "{}",
@@ -1631,8 +1634,8 @@ fn full_disk_flow(strict: bool) {
 
     // Space comes back: the put succeeds.
     fs::remove_file(&ballast).unwrap();
-    let out = run_ok(&store, &["put", failing.path.to_str().unwrap()]);
-    assert_eq!(first_line(&out), failing.digest);
+    let out = cli_ok(&store, &["put", failing.path.to_str().unwrap()]);
+    assert_eq!(first_line(&out.stdout), failing.digest);
     acked.push(failing.clone());
     assert_store_sound(&store, &acked, scratch, "after freeing space");
     assert_verify_clean(&store, true, "after freeing space");
@@ -1640,9 +1643,9 @@ fn full_disk_flow(strict: bool) {
     // Fill it again, then free space the store's own way: rm + gc.
     let mut full_again = false;
     for l in &layers[failed_at + 1..] {
-        let out = run(&store, &["put", l.path.to_str().unwrap()]);
+        let out = cli_run(&store, &["put", l.path.to_str().unwrap()]);
         if out.status.success() {
-            assert_eq!(first_line(&out), l.digest);
+            assert_eq!(first_line(&out.stdout), l.digest);
             acked.push(l.clone());
         } else {
             assert!(is_out_of_space(&out), "{}", describe(&out));
@@ -1655,29 +1658,29 @@ fn full_disk_flow(strict: bool) {
     let removed: Vec<LayerFile> = acked.drain(..3).collect();
     let mut rm_args = vec!["rm"];
     rm_args.extend(removed.iter().map(|l| l.digest.as_str()));
-    let out = run(&store, &rm_args);
+    let out = cli_run(&store, &rm_args);
     assert!(
         out.status.success(),
         "rm on a full disk: {}",
         describe(&out)
     );
-    let out = run(&store, &["gc"]);
+    let out = cli_run(&store, &["gc"]);
     assert!(
         out.status.success(),
         "gc on a full disk: {}",
         describe(&out)
     );
     for l in &removed {
-        assert!(!run(&store, &["get", &l.digest]).status.success());
+        assert!(!cli_run(&store, &["get", &l.digest]).status.success());
     }
     let next = distinct_layers(&layers_dir, 1, 700_000, 5000).remove(0);
-    let out = run(&store, &["put", next.path.to_str().unwrap()]);
+    let out = cli_run(&store, &["put", next.path.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "put after rm + gc freed space: {}",
         describe(&out)
     );
-    assert_eq!(first_line(&out), next.digest);
+    assert_eq!(first_line(&out.stdout), next.digest);
     acked.push(next);
     assert_store_sound(&store, &acked, scratch, "after rm + gc + put");
     assert_verify_clean(&store, true, "at the end");

@@ -3,12 +3,12 @@
 //! inputs; each as plain tar, gzip, two-member gzip and zstd, each form put
 //! into a fresh store and read back by DiffID and by compressed digest.
 
-mod common;
+mod support;
 
 use std::fs;
 
-use common::*;
 use layerstore::{Compression, Digest};
+use support::*;
 
 // ---------------------------------------------------------------------------
 // GNU tar
@@ -505,12 +505,6 @@ fn tar_crate_append_dir_all_with_sparse_files() {
 // Damaged, unusual and non-tar inputs: stored byte-exact like anything else
 // ---------------------------------------------------------------------------
 
-fn fix_checksum(block: &mut [u8]) {
-    block[148..156].copy_from_slice(b"        ");
-    let sum: u32 = block[..512].iter().map(|&b| u32::from(b)).sum();
-    block[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-}
-
 fn header_block(name: &str, size: u64, kind: tar::EntryType) -> Vec<u8> {
     let mut h = tar::Header::new_gnu();
     h.set_path(name).unwrap();
@@ -522,7 +516,7 @@ fn header_block(name: &str, size: u64, kind: tar::EntryType) -> Vec<u8> {
 }
 
 /// A small archive whose last member's payload does not fill its block.
-fn base_archive() -> (Vec<u8>, common::RawMember) {
+fn base_archive() -> (Vec<u8>, RawMember) {
     let tar = tar_crate_archive(true, 21);
     let last = walk_tar(&tar).pop().unwrap();
     assert_eq!(last.size, 1000, "last member is last/odd_size");
@@ -622,7 +616,7 @@ fn tar_header_followed_by_garbage() {
     // An old-GNU sparse header announcing extension blocks, then garbage.
     let mut e = header_block("sparse", 4_000, tar::EntryType::GNUSparse);
     e[482] = 1;
-    fix_checksum(&mut e);
+    set_header_checksum(&mut e);
     e.extend_from_slice(&random_bytes(55, 40_000));
     roundtrip_all_forms(&e, "old-GNU sparse header with garbage extension blocks");
 

@@ -2,12 +2,12 @@
 //! (optionally truncated or with bytes appended, optionally compressed),
 //! come back byte-exact with the right digests.
 
-mod common;
+mod support;
 
-use common::*;
 use layerstore::{Compression, Store};
 use proptest::collection::vec;
 use proptest::prelude::*;
+use support::*;
 
 /// 32 cases each unless PROPTEST_CASES says otherwise.
 fn config() -> ProptestConfig {

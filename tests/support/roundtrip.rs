@@ -1,0 +1,115 @@
+//! Round trips through the library: a put and a get checked against
+//! everything they promise (DiffID, compressed digest, sizes, aliases), in
+//! every compressed form, each into a fresh store.
+
+use layerstore::{Compression, Digest, GetInfo, LayerInfo, PutOptions, Store};
+
+use super::bytes::assert_same_bytes;
+use super::compress::Form;
+
+/// Puts `input` (which decompresses to `tar`) into `store` and checks
+/// everything a put and a get promise: the DiffID is the sha256 of the tar,
+/// the compressed digest is the sha256 of the input, and a get by either
+/// digest gives back exactly the tar.
+#[track_caller]
+pub fn put_and_check(
+    store: &Store,
+    input: &[u8],
+    tar: &[u8],
+    compression: Compression,
+    label: &str,
+) -> LayerInfo {
+    let info = store
+        .put_layer_with(
+            input,
+            &PutOptions {
+                source_name: Some(label.to_string()),
+                ..PutOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{label}: put failed: {e}"));
+    let diff_id = Digest::of(tar);
+    assert_eq!(
+        info.digest, diff_id,
+        "{label}: DiffID is not the sha256 of the tar"
+    );
+    assert_eq!(info.size, tar.len() as u64, "{label}: size");
+    assert_eq!(info.input_size, input.len() as u64, "{label}: input_size");
+    assert_eq!(
+        info.compression, compression,
+        "{label}: detected compression"
+    );
+    if compression == Compression::None {
+        assert_eq!(
+            info.compressed_digest, None,
+            "{label}: plain tar has no compressed digest"
+        );
+    } else {
+        assert_eq!(
+            info.compressed_digest,
+            Some(Digest::of(input)),
+            "{label}: compressed_digest is not the sha256 of the compressed input"
+        );
+    }
+
+    // A get by `digest` gives back exactly the tar, reported under its DiffID.
+    let get_exact = |digest: &Digest, by: &str| -> GetInfo {
+        let mut back = Vec::new();
+        let got = store
+            .get_layer(digest, &mut back)
+            .unwrap_or_else(|e| panic!("{label}: get by {by} failed: {e}"));
+        assert_same_bytes(&back, tar, &format!("{label}: get by {by}"));
+        assert_eq!(got.digest, diff_id, "{label}: GetInfo.digest via {by}");
+        got
+    };
+    let got = get_exact(&diff_id, "DiffID");
+    assert_eq!(got.size, tar.len() as u64, "{label}: GetInfo.size");
+    assert_eq!(
+        got.via_alias, None,
+        "{label}: GetInfo.via_alias for a DiffID"
+    );
+
+    if let Some(compressed) = info.compressed_digest {
+        let got = get_exact(&compressed, "compressed digest");
+        assert_eq!(
+            got.via_alias,
+            Some(compressed),
+            "{label}: GetInfo.via_alias"
+        );
+        let summary = store
+            .layer(&compressed)
+            .expect("layer by compressed digest");
+        assert!(
+            summary.compressed_digests.contains(&compressed),
+            "{label}: layer summary does not list its compressed digest"
+        );
+    }
+    let summary = store.layer(&diff_id).expect("layer summary");
+    assert_eq!(summary.size, tar.len() as u64, "{label}: summary size");
+    info
+}
+
+/// Round-trips `tar` in every [`Form`], each into a fresh store (so every
+/// chunk of every form is really written and read back).
+#[track_caller]
+pub fn roundtrip_all_forms(tar: &[u8], label: &str) {
+    for form in Form::ALL {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path().join("store")).expect("open store");
+        let input = form.encode(tar);
+        let label = format!("{label} [{form:?}]");
+        let info = put_and_check(&store, &input, tar, form.compression(), &label);
+        assert!(
+            info.new_layer,
+            "{label}: first put into a fresh store must be a new layer"
+        );
+    }
+}
+
+/// Round-trips arbitrary bytes put as a plain "tar" into a fresh store.
+#[track_caller]
+pub fn roundtrip_plain(data: &[u8], label: &str) -> LayerInfo {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path().join("store")).expect("open store");
+    put_and_check(&store, data, data, Compression::None, label)
+}
