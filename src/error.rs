@@ -64,6 +64,21 @@ pub enum Error {
         supported: u32,
     },
 
+    /// The store cannot be used as it is without risking its data: its
+    /// index is missing or empty while packs hold data, or packs exist that
+    /// the index does not know. `layerstore verify --repair` rebuilds what
+    /// the packs describe.
+    #[error(
+        "store at {path}: {reason}; run `layerstore verify --repair` to rebuild the index \
+         from the packs"
+    )]
+    NeedsRepair {
+        /// Store directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// An operating-system I/O error, with what was being done.
     #[error("{context}: {source}")]
     Io {

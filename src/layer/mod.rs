@@ -110,7 +110,7 @@ impl Store {
 
     pub(crate) fn put_context<'a>(&self, index: &'a mut Index) -> PutContext<'a> {
         PutContext {
-            packs: self.packs(),
+            store: self.clone(),
             cdc: Cdc::new(self.config().chunk),
             zstd_level: self.config().zstd_level,
             frame_target: self.config().frame_target as usize,

@@ -23,6 +23,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
 use crate::layer::input::{Compression, LayerStream};
+use crate::store::Store;
 use crate::store::chunker::Cdc;
 use crate::store::digest::{ChunkId, Digest};
 use crate::store::index::{Index, NewFrame, NewLayer, NewPack};
@@ -84,7 +85,7 @@ struct ReadOutcome {
 
 /// Settings a put needs from the store.
 pub(crate) struct PutContext<'s> {
-    pub packs: Packs,
+    pub store: Store,
     pub cdc: Cdc,
     pub zstd_level: i32,
     pub frame_target: usize,
@@ -137,14 +138,14 @@ pub(crate) fn put_layer<R: Read + Send>(
     let mut session = PutSession::default();
     let mut prepared = prepare_put(&ctx, input, opts, &mut session)?;
     crate::util::fault::point("put-before-commit");
-    let added = ctx.index.commit_put(&prepared.packs, &prepared.layer)?;
+    let (new_layer, new_chunks) = ctx.index.commit_put(&prepared.packs, &prepared.layer)?;
     prepared.committed();
     crate::util::fault::point("put-after-commit");
     let mut info = prepared.info.clone();
-    info.new_layer = added;
-    if !added {
-        info.new_chunks = 0;
-    }
+    info.new_layer = new_layer;
+    // What the index did not have: another writer may have stored some
+    // of this put's chunks meanwhile.
+    info.new_chunks = new_chunks;
     Ok(info)
 }
 
@@ -323,7 +324,7 @@ fn split_and_store(
 ) -> Result<Stored> {
     let mut splitter = Splitter::new(source, ctx.cdc.clone());
     let mut recipe = RecipeWriter::new()?;
-    let mut frames = FrameWriter::new(ctx.packs.clone(), ctx.zstd_level, ctx.frame_target);
+    let mut frames = FrameWriter::new(ctx.store.clone(), ctx.zstd_level, ctx.frame_target);
     let mut distinct = HashSet::new();
     let (mut chunks, mut new_chunks) = (0u64, 0u64);
     loop {
@@ -424,7 +425,7 @@ fn finish_prepare(
         packs,
         layer,
         info,
-        pack_files: ctx.packs.clone(),
+        pack_files: ctx.store.packs(),
         committed: false,
     })
 }
@@ -457,7 +458,7 @@ type FrameResult = (u64, Result<(FrameHeader, Vec<u8>)>);
 /// Groups new chunks into frames, compresses them on rayon workers, and
 /// appends them to pack files in order.
 pub(crate) struct FrameWriter {
-    packs: Packs,
+    store: Store,
     level: i32,
     target: usize,
     raw: Vec<u8>,
@@ -475,10 +476,10 @@ pub(crate) struct FrameWriter {
 }
 
 impl FrameWriter {
-    pub(crate) fn new(packs: Packs, level: i32, target: usize) -> Self {
+    pub(crate) fn new(store: Store, level: i32, target: usize) -> Self {
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         FrameWriter {
-            packs,
+            store,
             level,
             target,
             raw: Vec::with_capacity(target + (256 << 10)),
@@ -559,7 +560,7 @@ impl FrameWriter {
             self.close_pack()?;
         }
         if self.writer.is_none() {
-            self.writer = Some(self.packs.create()?);
+            self.writer = Some(self.store.new_pack()?);
         }
         let writer = self
             .writer
@@ -633,7 +634,7 @@ impl Drop for FrameWriter {
     fn drop(&mut self) {
         // Packs finished but never handed to the index are unreferenced.
         for pack in &self.finished {
-            self.packs.discard(&pack.name);
+            self.store.packs().discard(&pack.name);
         }
     }
 }

@@ -7,9 +7,11 @@
 //! import or get holds it shared: those wait for gc, and gc waits for them.
 //! Packs are replaced, never changed: live frames are copied into a new
 //! pack (fsynced and renamed into place), one transaction points the index
-//! at the copy, and only then is the old file unlinked. A crash at any
-//! point leaves either the old or the new pack referenced, plus at most an
-//! unreferenced file that the next gc removes. Memory is bounded by one
+//! at the copy and records the old file as retired, and only then is the
+//! old file unlinked. A crash at any point leaves either the old or the new
+//! pack referenced, plus at most an unreferenced file that the index
+//! records as garbage (a writer's or gc's intent), which the next gc
+//! removes. A pack file the index has no record of is never deleted. Memory is bounded by one
 //! pack's frame list, not by the store's size.
 
 use std::collections::HashSet;
@@ -56,8 +58,17 @@ pub struct GcReport {
     pub packs_deleted: u64,
     /// Packs rewritten to drop dead frames.
     pub packs_rewritten: u64,
-    /// Leftover files of interrupted puts or gcs removed.
+    /// Leftover files of interrupted puts or gcs removed: temporary packs,
+    /// and packs the index recorded as uncommitted or retired.
     pub orphan_files_removed: u64,
+    /// Complete packs the index does not know and has no record of
+    /// (an index lost or restored from an older copy): kept, since they may
+    /// hold the only copy of data; `verify --repair` adopts them.
+    pub unknown_packs_kept: Vec<String>,
+    /// Packs repair could read only in part: never deleted or rewritten.
+    pub damaged_packs_kept: Vec<String>,
+    /// Files in `packs/` that are not packs: never touched.
+    pub foreign_files_kept: Vec<String>,
     /// Pack directory bytes before.
     pub bytes_before: u64,
     /// Pack directory bytes after (estimated for a dry run).
@@ -87,13 +98,20 @@ pub(crate) fn collect_garbage(store: &Store, opts: &GcOptions) -> Result<GcRepor
         chunk_bytes_removed: collected.chunk_bytes_removed,
         ..GcReport::default()
     };
-    // Files the index does not know: interrupted puts or gcs. Nobody else
-    // holds the lock, so none of them can still be committed.
+    // Files the index does not know. Only those it can prove are garbage
+    // go: temporaries (nobody else holds the lock, so no writer is
+    // running) and packs with a recorded intent.
+    let intents = index.pack_intents()?;
     let mut orphans = Vec::new();
     for file in packs.list()? {
         report.bytes_before += file.size;
-        if !known.contains(&file.name) {
-            orphans.push(file);
+        if known.contains(&file.name) {
+            continue;
+        }
+        match super::classify(&file.name, &intents) {
+            super::Stray::Temporary | super::Stray::Intended(_) => orphans.push(file),
+            super::Stray::UnknownPack => report.unknown_packs_kept.push(file.name),
+            super::Stray::Foreign => report.foreign_files_kept.push(file.name),
         }
     }
     let mut freed = 0u64;
@@ -105,6 +123,12 @@ pub(crate) fn collect_garbage(store: &Store, opts: &GcOptions) -> Result<GcRepor
         freed += orphan.size;
     }
     for usage in &collected.packs {
+        if usage.damaged {
+            // Repair read it only in part: what it could not read may
+            // still be recovered by other means, so it stays whole.
+            report.damaged_packs_kept.push(usage.name.clone());
+            continue;
+        }
         let body = usage.size.saturating_sub(pack::PACK_HEADER_LEN).max(1) as f64;
         let share = usage.live_bytes / body;
         if usage.live_bytes <= 0.0 {
@@ -132,6 +156,15 @@ pub(crate) fn collect_garbage(store: &Store, opts: &GcOptions) -> Result<GcRepor
     }
     if !opts.dry_run {
         packs.sync()?;
+        // Intents whose files are gone (removed above, retired and unlinked
+        // by this gc, or never created) have served their purpose.
+        let present: HashSet<String> = packs.list()?.into_iter().map(|f| f.name).collect();
+        let done: Vec<String> = index
+            .pack_intents()?
+            .into_keys()
+            .filter(|name| !present.contains(name))
+            .collect();
+        index.forget_pack_intents(&done)?;
     }
     report.container_dirs_removed = crate::container::collect_garbage(store, opts.dry_run)?;
     report.bytes_after = report.bytes_before.saturating_sub(freed);
@@ -144,7 +177,7 @@ pub(crate) fn collect_garbage(store: &Store, opts: &GcOptions) -> Result<GcRepor
 fn rewrite_pack(index: &mut Index, store: &Store, usage: &PackUsage) -> Result<u64> {
     let packs = store.packs();
     let map = packs.map(&usage.name)?;
-    let mut writer = packs.create()?;
+    let mut writer = store.new_pack()?;
     let mut compressor = zstd::bulk::Compressor::new(store.config().zstd_level)
         .map_err(|e| Error::io("creating zstd compressor", e))?;
     let mut frames = Vec::new();

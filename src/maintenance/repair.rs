@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use rayon::prelude::*;
 
-use super::verify::Damage;
+use super::verify::{Damage, Problem};
 use crate::error::Result;
 use crate::store::Store;
 use crate::store::digest::{ChunkId, Digest};
@@ -17,18 +17,34 @@ use crate::store::pack::{self, FrameHeader, FrameKind};
 use crate::store::packs::read_frame;
 use crate::store::recipe::{Entry, RecipeReader};
 
+/// What a repair pass did and what it could not read.
+pub(super) struct RepairOutcome {
+    /// What was restored.
+    pub repaired: Vec<String>,
+    /// What could not be read or used (never listed as repaired).
+    pub failed: Vec<Problem>,
+}
+
 /// Scans every pack file and restores what the index lost.
-pub(super) fn repair(store: &Store, index: &mut Index, damage: &Damage) -> Result<Vec<String>> {
+pub(super) fn repair(store: &Store, index: &mut Index, damage: &Damage) -> Result<RepairOutcome> {
     let packs = store.packs();
     let mut repaired = Vec::new();
+    let mut failed = Vec::new();
+    let mut fail = |subject: String, detail: String| failed.push(Problem { subject, detail });
+    // A pack the index records as an uncommitted write or as retired by gc
+    // is garbage by proof: adopting it would bring back what a failed put
+    // never stored or what gc had just forgotten.
+    let intents = index.pack_intents()?;
     let names: Vec<String> = packs
         .list()?
         .into_iter()
         .map(|f| f.name)
-        .filter(|n| n.ends_with(".pack"))
+        .filter(|n| n.ends_with(".pack") && !intents.contains_key(n))
         .collect();
     let mut recipes: Vec<(Digest, u64, i64, Vec<u8>)> = Vec::new();
     let mut restored_chunks = 0u64;
+    // Damaged chunks for which an intact copy was found.
+    let mut healed: HashSet<ChunkId> = HashSet::new();
     // gc drops the frame rows of the recipes of layers it removed, but a
     // pack it kept may still hold those frames. In a pack the index knows,
     // a recipe frame without a row is such a removed layer, not a lost one.
@@ -38,18 +54,31 @@ pub(super) fn repair(store: &Store, index: &mut Index, damage: &Damage) -> Resul
         .map(|(_, name, _)| name)
         .collect();
     for name in names {
-        let Ok(map) = packs.map(&name) else {
-            continue;
+        let map = match packs.map(&name) {
+            Ok(map) => map,
+            Err(e) => {
+                fail(format!("pack {name}"), format!("cannot be read: {e}"));
+                continue;
+            }
         };
+        if let Err(why) = pack::check_pack_header(&map) {
+            fail(format!("pack {name}"), format!("not read: {why}"));
+            continue;
+        }
         let mut frames = Vec::new();
+        let mut partly_read = false;
         for item in pack::scan_frames(&map) {
             match item {
                 Ok(frame) => frames.push(frame),
                 Err((offset, why)) => {
-                    repaired.push(format!(
-                        "pack {name}: stopped reading at offset {offset}: {why}"
-                    ));
-                    break;
+                    partly_read = true;
+                    fail(
+                        format!("pack {name}"),
+                        format!(
+                            "bytes from offset {offset} are not a readable frame ({why}); \
+                             reading resumed at the next valid frame header"
+                        ),
+                    );
                 }
             }
         }
@@ -74,9 +103,11 @@ pub(super) fn repair(store: &Store, index: &mut Index, damage: &Damage) -> Resul
             .collect();
         for (offset, header, raw) in decoded {
             let Some(raw) = raw else {
-                repaired.push(format!(
-                    "pack {name}: frame at offset {offset} is unreadable, skipped"
-                ));
+                partly_read = true;
+                fail(
+                    format!("pack {name}"),
+                    format!("the frame at offset {offset} does not decode; skipped"),
+                );
                 continue;
             };
             let kind = header.kind as u8;
@@ -107,10 +138,13 @@ pub(super) fn repair(store: &Store, index: &mut Index, damage: &Damage) -> Resul
                             continue;
                         }
                         let broken = damage.chunks.contains(id);
-                        if broken || !index.has_chunk(id)? {
+                        if (broken && !healed.contains(id)) || !index.has_chunk(id)? {
                             let frame = get_frame(index)?;
                             if index.repair_chunk(id, frame, here, *len, broken)? {
                                 restored_chunks += 1;
+                                if broken {
+                                    healed.insert(*id);
+                                }
                             }
                         }
                     }
@@ -128,11 +162,34 @@ pub(super) fn repair(store: &Store, index: &mut Index, damage: &Damage) -> Resul
                 }
             }
         }
+        if partly_read {
+            // gc must not delete or rewrite what repair could not read.
+            index.mark_pack_damaged(pack_id)?;
+        }
     }
     if restored_chunks > 0 {
         repaired.push(format!(
             "{restored_chunks} chunk location(s) restored from packs"
         ));
+    }
+    // Chunks proven damaged or missing with no intact copy anywhere: their
+    // rows go, so that putting or importing the same data again stores
+    // them anew (dedup would otherwise trust the broken copy) and heals
+    // the layers that use them.
+    let unhealed: Vec<ChunkId> = damage
+        .chunks
+        .iter()
+        .filter(|id| !healed.contains(*id))
+        .copied()
+        .collect();
+    if !unhealed.is_empty() {
+        let forgotten = index.forget_chunks(&unhealed)?;
+        fail(
+            format!("{forgotten} chunk(s)"),
+            "damaged or missing with no intact copy in any pack; forgotten, so that \
+             putting or importing the same data again stores them anew"
+                .into(),
+        );
     }
     let mut seen = HashMap::new();
     for (digest, size, frame, recipe) in recipes {
@@ -142,6 +199,10 @@ pub(super) fn repair(store: &Store, index: &mut Index, damage: &Damage) -> Resul
         let mut chunks = Vec::new();
         let mut count = 0u64;
         let Ok(reader) = RecipeReader::new(&recipe) else {
+            fail(
+                format!("layer {digest}"),
+                "its recipe frame does not decode".into(),
+            );
             continue;
         };
         let mut ok = true;
@@ -159,6 +220,10 @@ pub(super) fn repair(store: &Store, index: &mut Index, damage: &Damage) -> Resul
             }
         }
         if !ok {
+            fail(
+                format!("layer {digest}"),
+                "its recipe frame does not decode".into(),
+            );
             continue;
         }
         chunks.sort();
@@ -171,5 +236,5 @@ pub(super) fn repair(store: &Store, index: &mut Index, damage: &Damage) -> Resul
             repaired.push(format!("layer {digest}: recipe location restored"));
         }
     }
-    Ok(repaired)
+    Ok(RepairOutcome { repaired, failed })
 }

@@ -31,7 +31,8 @@ use crate::store::recipe::{Entry, RecipeReader};
 pub struct VerifyOptions {
     /// Read every chunk and rebuild every layer.
     pub full: bool,
-    /// Rebuild what can be rebuilt from the packs.
+    /// Rebuild what can be rebuilt from the packs. Implies `full`: repair
+    /// must know what is damaged, and its verdict covers every byte.
     pub repair: bool,
 }
 
@@ -98,13 +99,17 @@ pub(crate) fn verify(store: &Store, opts: &VerifyOptions) -> Result<VerifyReport
         store.lock(crate::store::LockMode::Shared)?
     };
     let mut index = store.index()?;
-    let (report, damage) = check(store, &index, opts.full)?;
+    // Repair needs to know what is damaged, and its verdict must be true:
+    // it always runs the full check, before and after.
+    let full = opts.full || opts.repair;
+    let (report, damage) = check(store, &index, full)?;
     if !opts.repair {
         return Ok(report);
     }
-    let repaired = repair(store, &mut index, &damage)?;
-    let (mut after, _) = check(store, &index, opts.full)?;
-    after.repaired = repaired;
+    let outcome = repair(store, &mut index, &damage)?;
+    let (mut after, _) = check(store, &index, full)?;
+    after.repaired = outcome.repaired;
+    after.warnings.extend(outcome.failed);
     after.lost = after
         .problems
         .iter()
@@ -126,15 +131,42 @@ fn check(store: &Store, index: &Index, full: bool) -> Result<(VerifyReport, Dama
     let pack_files = store.packs();
     let packs = index.pack_names()?;
     let known: HashSet<&str> = packs.iter().map(|(_, n, _)| n.as_str()).collect();
+    let intents = index.pack_intents()?;
     if let Ok(files) = pack_files.list() {
-        for PackFile { name, .. } in files {
-            if !known.contains(name.as_str()) {
-                report.warnings.push(Problem {
-                    subject: format!("file packs/{name}"),
-                    detail: "not referenced by the index (left by an interrupted put or gc; gc removes it)".into(),
-                });
+        for PackFile { name, size } in files {
+            if known.contains(name.as_str()) {
+                continue;
+            }
+            let subject = format!("file packs/{name}");
+            match super::classify(&name, &intents) {
+                super::Stray::Temporary | super::Stray::Intended(_) => {
+                    report.warnings.push(Problem {
+                        subject,
+                        detail: "left by an interrupted put or gc, recorded as such in the \
+                                 index; gc removes it"
+                            .into(),
+                    })
+                }
+                super::Stray::UnknownPack => report.problem(
+                    subject,
+                    format!(
+                        "a pack of {size} bytes the index does not know and has no record of \
+                         (the index was lost or restored from an older copy?); \
+                         `verify --repair` adopts what it holds, gc keeps it"
+                    ),
+                ),
+                super::Stray::Foreign => report.warnings.push(Problem {
+                    subject,
+                    detail: "not a pack file; layerstore leaves it alone".into(),
+                }),
             }
         }
+    }
+    for name in index.damaged_packs()? {
+        report.warnings.push(Problem {
+            subject: format!("pack {name}"),
+            detail: "repair could read it only in part; gc keeps it whole".into(),
+        });
     }
     let mut broken_frames: HashSet<i64> = HashSet::new();
     for (pack_id, name, size) in &packs {

@@ -31,11 +31,13 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext, Result};
 use crate::store::chunker::ChunkParams;
 use crate::store::index::Index;
-use crate::store::packs::Packs;
+use crate::store::index::PackIntent;
+use crate::store::packs::{PackWriter, Packs};
 
 /// On-disk format version of a store (index schema, pack and recipe formats).
 pub const FORMAT_VERSION: u32 = 1;
 /// The store directory's entries (see the layout above).
+const INDEX_FILE: &str = "index.db";
 const PACKS_DIR: &str = "packs";
 const CONTAINERS_DIR: &str = "containers";
 const CHECKOUTS_DIR: &str = "checkouts";
@@ -133,10 +135,25 @@ impl Store {
     }
 
     /// Opens the store at `path`; creates it with `config` if it is new.
-    /// An existing store keeps the settings it was created with.
+    /// An existing store keeps the settings it was created with. A store
+    /// whose index is missing or empty while `packs/` holds packs is
+    /// refused with [`Error::NeedsRepair`], never re-initialised: see
+    /// [`Store::open_for_repair`].
     pub fn open_with(path: impl AsRef<Path>, config: &StoreConfig) -> Result<Store> {
+        Self::open_inner(path.as_ref(), config, false)
+    }
+
+    /// Opens the store at `path` to rebuild it: like [`Store::open`], but
+    /// when the index is missing or empty and packs exist, starts a new
+    /// index (with default settings: the old ones lived only in the lost
+    /// index) so that `verify` with `repair` can fill it from the packs.
+    pub fn open_for_repair(path: impl AsRef<Path>) -> Result<Store> {
+        Self::open_inner(path.as_ref(), &StoreConfig::default(), true)
+    }
+
+    fn open_inner(path: &Path, config: &StoreConfig, rebuild: bool) -> Result<Store> {
         config.validate()?;
-        let root = path.as_ref().to_path_buf();
+        let root = path.to_path_buf();
         if root.exists() && !root.is_dir() {
             return Err(Error::invalid(
                 root.display().to_string(),
@@ -154,7 +171,22 @@ impl Store {
             ("zstd_level", config.zstd_level.to_string()),
             ("frame_target", config.frame_target.to_string()),
         ];
-        let index = Index::open(&root.join("index.db"), &initial)?;
+        let index_path = root.join(INDEX_FILE);
+        let index_present = fs::metadata(&index_path).is_ok_and(|m| m.len() > 0);
+        if !index_present && !rebuild {
+            let packs = Packs::new(root.join(PACKS_DIR)).list()?;
+            let pack_count = packs.iter().filter(|f| f.name.ends_with(".pack")).count();
+            if pack_count > 0 {
+                return Err(Error::NeedsRepair {
+                    path: root.clone(),
+                    reason: format!(
+                        "its index (index.db) is missing or empty but packs/ holds {pack_count} \
+                         pack file(s); refusing to start a new index over them"
+                    ),
+                });
+            }
+        }
+        let index = Index::open_or_create(&index_path, &initial)?;
         let unsupported = |found: String| Error::UnsupportedFormat {
             path: root.clone(),
             found,
@@ -214,7 +246,7 @@ impl Store {
     }
 
     pub(crate) fn index(&self) -> Result<Index> {
-        Index::open(&self.root.join("index.db"), &[])
+        Index::open(&self.root.join(INDEX_FILE))
     }
 
     /// Where containers' directories live (`STORE/containers/<id>`).
@@ -232,6 +264,18 @@ impl Store {
     /// files, not stored data, and are not counted.
     pub(crate) fn non_pack_bytes(&self) -> Result<u64> {
         crate::util::fs::dir_size(&self.root, &[PACKS_DIR, CONTAINERS_DIR, CHECKOUTS_DIR])
+    }
+
+    /// Starts a new pack file, first recording its name as a `writing`
+    /// intent in the index: if the writer never commits the pack (an error
+    /// or a crash), gc can prove the file is garbage. The commit that adds
+    /// the pack to the index clears the intent.
+    pub(crate) fn new_pack(&self) -> Result<PackWriter> {
+        let packs = self.packs();
+        let name = packs.fresh_name();
+        self.index()?
+            .record_pack_intent(&name, PackIntent::Writing)?;
+        packs.create(name)
     }
 
     /// The store's pack files.

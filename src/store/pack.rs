@@ -277,36 +277,47 @@ pub fn check_pack_header(bytes: &[u8]) -> std::result::Result<(), String> {
 }
 
 /// Walks the frames of a whole pack image. Yields `(offset, header)` for
-/// each frame, or one error describing where the walk stopped.
+/// each frame that decodes (its header checksum holds and its payload lies
+/// inside the pack). A damaged region yields one error with its offset,
+/// then the walk resynchronises on the next offset where a valid frame
+/// header starts, so frames after damage are still found. A pack whose own
+/// header is bad (another format, or not a pack) yields one error and
+/// nothing else.
 pub fn scan_frames(
     bytes: &[u8],
 ) -> impl Iterator<Item = std::result::Result<(u64, FrameHeader), (u64, String)>> + '_ {
+    let len = bytes.len() as u64;
     let mut offset = PACK_HEADER_LEN;
     let mut failed = check_pack_header(bytes).err().map(|e| (0u64, e));
+    // A frame that decodes at `at` and fits in the pack.
+    let frame_at = move |at: u64| -> std::result::Result<FrameHeader, String> {
+        let header = FrameHeader::decode(&bytes[at as usize..])?;
+        if at.saturating_add(header.total_len()) > len {
+            return Err("frame payload runs past the end of the pack".into());
+        }
+        Ok(header)
+    };
     std::iter::from_fn(move || {
         if let Some(err) = failed.take() {
             offset = u64::MAX;
             return Some(Err(err));
         }
-        if offset >= bytes.len() as u64 {
+        if offset >= len {
             return None;
         }
         let at = offset;
-        match FrameHeader::decode(&bytes[at as usize..]) {
+        match frame_at(at) {
             Ok(header) => {
-                let end = at.saturating_add(header.total_len());
-                if end > bytes.len() as u64 {
-                    offset = u64::MAX;
-                    return Some(Err((
-                        at,
-                        "frame payload runs past the end of the pack".into(),
-                    )));
-                }
-                offset = end;
+                offset = at + header.total_len();
                 Some(Ok((at, header)))
             }
             Err(e) => {
-                offset = u64::MAX;
+                // Resynchronise: the next frame magic from which a whole,
+                // checksummed header decodes.
+                offset = (at + 1..len)
+                    .filter(|&i| bytes[i as usize..].starts_with(FRAME_MAGIC))
+                    .find(|&i| frame_at(i).is_ok())
+                    .unwrap_or(u64::MAX);
                 Some(Err((at, e)))
             }
         }
@@ -338,5 +349,30 @@ mod tests {
             bad[i] ^= 0x40;
             assert!(FrameHeader::decode(&bad).is_err(), "flip at {i} undetected");
         }
+    }
+
+    #[test]
+    fn scan_resynchronises_after_a_damaged_frame() {
+        let mut c = zstd::bulk::Compressor::new(3).unwrap();
+        let mut pack = Vec::new();
+        pack.extend_from_slice(PACK_MAGIC);
+        pack.extend_from_slice(&PACK_VERSION.to_le_bytes());
+        pack.extend_from_slice(&0u32.to_le_bytes());
+        let mut offsets = Vec::new();
+        for i in 0..3u8 {
+            let data = vec![i; 1000];
+            let (header, payload) =
+                encode_chunk_frame(vec![(ChunkId::of(&data), 1000)], &data, &mut c).unwrap();
+            offsets.push(pack.len() as u64);
+            pack.extend_from_slice(&header.encode());
+            pack.extend_from_slice(&payload);
+        }
+        // A flipped byte in the second frame's header fails its check.
+        pack[offsets[1] as usize + 9] ^= 0xff;
+        let items: Vec<_> = scan_frames(&pack).collect();
+        assert_eq!(items.len(), 3, "{items:?}");
+        assert_eq!(items[0].as_ref().map(|(at, _)| *at), Ok(offsets[0]));
+        assert_eq!(items[1].as_ref().map_err(|(at, _)| *at), Err(offsets[1]));
+        assert_eq!(items[2].as_ref().map(|(at, _)| *at), Ok(offsets[2]));
     }
 }

@@ -38,9 +38,15 @@ impl Packs {
         Packs { dir }
     }
 
-    /// Starts a new pack under a temporary name.
-    pub(crate) fn create(&self) -> Result<PackWriter> {
-        PackWriter::create(&self.dir)
+    /// A name no pack has: 16 random bytes as hex, plus `.pack`.
+    pub(crate) fn fresh_name(&self) -> String {
+        format!("{}.pack", crate::util::fs::random_hex(16))
+    }
+
+    /// Starts pack `name` under a temporary name (`name.tmp`). Callers go
+    /// through `Store::new_pack`, which records the intent first.
+    pub(crate) fn create(&self, name: String) -> Result<PackWriter> {
+        PackWriter::create(&self.dir, name)
     }
 
     /// Maps pack `name` read-only.
@@ -188,9 +194,8 @@ pub(crate) struct FinishedPack {
 }
 
 impl PackWriter {
-    /// Creates `<random>.pack.tmp` in `dir`.
-    fn create(dir: &Path) -> Result<Self> {
-        let name = format!("{}.pack", crate::util::fs::random_hex(16));
+    /// Creates `name.tmp` in `dir`.
+    fn create(dir: &Path, name: String) -> Result<Self> {
         let tmp_path = dir.join(format!("{name}.tmp"));
         let file = fs::OpenOptions::new()
             .write(true)

@@ -140,15 +140,23 @@ fn error_message(error: &anyhow::Error) -> String {
     message
 }
 
-fn open_store(path: Option<PathBuf>) -> Result<Store> {
+/// Opens the store; `verify --repair` may start a new index over packs
+/// whose index was lost (every other command refuses to).
+fn open_store(path: Option<PathBuf>, for_repair: bool) -> Result<Store> {
     let path = path
         .or_else(Store::default_path)
         .ok_or_else(|| anyhow!("no store directory: pass --store DIR or set LAYERSTORE_DIR"))?;
-    Store::open(&path).with_context(|| format!("opening store {}", path.display()))
+    let store = if for_repair {
+        Store::open_for_repair(&path)
+    } else {
+        Store::open(&path)
+    };
+    store.with_context(|| format!("opening store {}", path.display()))
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let store = open_store(cli.store)?;
+    let for_repair = matches!(cli.command, Command::Verify { repair: true, .. });
+    let store = open_store(cli.store, for_repair)?;
     match cli.command {
         Command::Put {
             file,

@@ -28,7 +28,7 @@ pub(crate) fn verify(store: &Store, full: bool, repair: bool, json: bool) -> Res
             report.frames,
             report.chunks,
             report.layers,
-            if full {
+            if report.full {
                 format!(", {} read", human(report.bytes_verified))
             } else {
                 String::new()
@@ -73,6 +73,17 @@ pub(crate) fn gc(store: &Store, dry_run: bool, rewrite_below: f64, json: bool) -
     );
     for s in &report.skipped {
         eprintln!("layerstore: warning: pack skipped: {s}");
+    }
+    if !report.unknown_packs_kept.is_empty() {
+        eprintln!(
+            "layerstore: warning: kept {} pack file(s) the index does not know ({}); \
+             they may hold the only copy of data: `layerstore verify --repair` adopts them",
+            report.unknown_packs_kept.len(),
+            report.unknown_packs_kept.join(", ")
+        );
+    }
+    for f in &report.foreign_files_kept {
+        eprintln!("layerstore: note: packs/{f} is not a pack file; left alone");
     }
     Ok(())
 }

@@ -230,15 +230,16 @@ impl Index {
     }
 
     /// Records a put in one transaction: packs, frames, chunks, the layer
-    /// (pinned) and its alias. Returns true if the layer is new. A layer
-    /// that already exists is pinned again; `recipe_frame` may then be None.
-    pub fn commit_put(&mut self, packs: &[NewPack], layer: &NewLayer) -> Result<bool> {
+    /// (pinned) and its alias. Returns whether the layer is new and how many
+    /// chunks the index did not have before. A layer that already exists is
+    /// pinned again; `recipe_frame` may then be None.
+    pub fn commit_put(&mut self, packs: &[NewPack], layer: &NewLayer) -> Result<(bool, u64)> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (_, added) = insert_put(&tx, packs, layer, true)?;
+        let inserted = insert_put(&tx, packs, layer, true)?;
         tx.commit()?;
-        Ok(added)
+        Ok((inserted.new_layer, inserted.new_chunks))
     }
 
     /// Unpins layers, all in one transaction. A layer no image uses is
@@ -284,15 +285,24 @@ pub(super) fn layer_id(conn: &rusqlite::Connection, digest: &Digest) -> Result<O
         .optional()?)
 }
 
+/// What [`insert_put`] added.
+pub(super) struct Inserted {
+    /// The layer was not stored before.
+    pub new_layer: bool,
+    /// Chunk rows added (chunks another writer stored meanwhile, or that
+    /// were already there, are not counted).
+    pub new_chunks: u64,
+}
+
 /// Inserts one put's packs, frames, chunks, layer and alias inside `tx`.
-/// `pin` marks the layer as put directly (a root for gc). Returns the
-/// layer's row id and whether it is new.
+/// `pin` marks the layer as put directly (a root for gc).
 pub(super) fn insert_put(
     tx: &rusqlite::Transaction<'_>,
     packs: &[NewPack],
     layer: &NewLayer,
     pin: bool,
-) -> Result<(i64, bool)> {
+) -> Result<Inserted> {
+    let mut new_chunks = 0u64;
     let created = now();
     let mut frame_ids: Vec<Vec<i64>> = Vec::with_capacity(packs.len());
     {
@@ -305,9 +315,12 @@ pub(super) fn insert_put(
         let mut insert_chunk = tx.prepare_cached(
             "INSERT OR IGNORE INTO chunks(hash, frame, offset, len) VALUES (?1, ?2, ?3, ?4)",
         )?;
+        let mut clear_intent = tx.prepare_cached("DELETE FROM pack_intents WHERE name = ?1")?;
         for pack in packs {
             insert_pack.execute(params![pack.name, pack.size, created])?;
             let pack_id = tx.last_insert_rowid();
+            // The pack is the index's now: no longer a writer's intent.
+            clear_intent.execute([&pack.name])?;
             let mut ids = Vec::with_capacity(pack.frames.len());
             for frame in &pack.frames {
                 insert_frame.execute(params![
@@ -321,7 +334,8 @@ pub(super) fn insert_put(
                 let frame_id = tx.last_insert_rowid();
                 ids.push(frame_id);
                 for (id, offset, len) in &frame.chunks {
-                    insert_chunk.execute(params![&id.0[..], frame_id, offset, len])?;
+                    new_chunks +=
+                        insert_chunk.execute(params![&id.0[..], frame_id, offset, len])? as u64;
                 }
             }
             frame_ids.push(ids);
@@ -387,5 +401,8 @@ pub(super) fn insert_put(
             params![digest.to_string(), layer_id, media_type, size],
         )?;
     }
-    Ok((layer_id, added))
+    Ok(Inserted {
+        new_layer: added,
+        new_chunks,
+    })
 }

@@ -2,6 +2,8 @@
 //! which frames a pack holds, pack replacement, and rows rebuilt from
 //! self-describing packs.
 
+use std::collections::HashMap;
+
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::Index;
@@ -10,6 +12,25 @@ use super::schema::*;
 use crate::error::{Error, Result};
 use crate::store::digest::{ChunkId, Digest};
 use crate::util::clock::now;
+
+/// Why a pack file may exist that the index does not list (see
+/// `MIGRATE_V3`): the only proof gc accepts that such a file is garbage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PackIntent {
+    /// A writer was about to create it; its commit would have cleared this.
+    Writing,
+    /// gc dropped it from the index and was about to unlink it.
+    Retired,
+}
+
+impl PackIntent {
+    fn as_str(self) -> &'static str {
+        match self {
+            PackIntent::Writing => "writing",
+            PackIntent::Retired => "retired",
+        }
+    }
+}
 
 /// A pack's size and the bytes of it still in use.
 #[derive(Clone, Debug)]
@@ -22,6 +43,8 @@ pub struct PackUsage {
     pub size: u64,
     /// Bytes of live frames (partly live chunk frames pro rata).
     pub live_bytes: f64,
+    /// Repair could read it only in part: gc keeps it whole.
+    pub damaged: bool,
 }
 
 /// What gc's first phase found.
@@ -78,7 +101,7 @@ impl Index {
                     SELECT SUM(CASE WHEN f.kind = 2 THEN f.total_len
                         ELSE f.total_len * (SELECT COALESCE(SUM(c.len), 0) FROM chunks c WHERE c.frame = f.id)
                              / MAX(f.raw_len, 1) END)
-                    FROM frames f WHERE f.pack = p.id), 0)
+                    FROM frames f WHERE f.pack = p.id), 0), p.damaged
                  FROM packs p ORDER BY p.id",
             )?;
             stmt.query_map([], |r| {
@@ -87,6 +110,7 @@ impl Index {
                     name: r.get(1)?,
                     size: r.get(2)?,
                     live_bytes: r.get(3)?,
+                    damaged: r.get(4)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?
@@ -146,11 +170,19 @@ impl Index {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // The old file becomes provable garbage in the same transaction
+        // that stops the index from using it.
+        tx.execute(
+            "INSERT OR REPLACE INTO pack_intents(name, kind, created)
+             SELECT name, 'retired', ?2 FROM packs WHERE id = ?1",
+            params![old_pack, now()],
+        )?;
         if let Some(pack) = new_pack {
             tx.execute(
                 "INSERT INTO packs(name, size, created) VALUES (?1, ?2, ?3)",
                 params![pack.name, pack.size, now()],
             )?;
+            tx.execute("DELETE FROM pack_intents WHERE name = ?1", [&pack.name])?;
             let pack_id = tx.last_insert_rowid();
             for (frame, old_id) in pack.frames.iter().zip(moved) {
                 tx.execute(
@@ -193,6 +225,50 @@ impl Index {
         }
         tx.execute("DELETE FROM frames WHERE pack = ?1", [old_pack])?;
         tx.execute("DELETE FROM packs WHERE id = ?1", [old_pack])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records that pack file `name` is about to be written (or has been
+    /// retired), before the file can exist (or be unlinked).
+    pub fn record_pack_intent(&self, name: &str, intent: PackIntent) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO pack_intents(name, kind, created) VALUES (?1, ?2, ?3)",
+            params![name, intent.as_str(), now()],
+        )?;
+        Ok(())
+    }
+
+    /// Every recorded intent, by pack file name.
+    pub fn pack_intents(&self) -> Result<HashMap<String, PackIntent>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, kind FROM pack_intents")?;
+        let rows = stmt.query_map([], |r| {
+            let kind: String = r.get(1)?;
+            Ok((
+                r.get::<_, String>(0)?,
+                if kind == "retired" {
+                    PackIntent::Retired
+                } else {
+                    PackIntent::Writing
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Forgets the intents of `names` (their files are gone).
+    pub fn forget_pack_intents(&mut self, names: &[String]) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut delete = tx.prepare_cached("DELETE FROM pack_intents WHERE name = ?1")?;
+            for name in names {
+                delete.execute([name])?;
+            }
+        }
         tx.commit()?;
         Ok(())
     }
@@ -274,6 +350,22 @@ impl Index {
             .query_row("SELECT id FROM packs WHERE name = ?1", [name], |r| r.get(0))?)
     }
 
+    /// Marks pack `id` as only partly readable (see `MIGRATE_V3`).
+    pub fn mark_pack_damaged(&mut self, id: i64) -> Result<()> {
+        self.conn
+            .execute("UPDATE packs SET damaged = 1 WHERE id = ?1", [id])?;
+        Ok(())
+    }
+
+    /// Names of the packs marked damaged.
+    pub fn damaged_packs(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name FROM packs WHERE damaged = 1 ORDER BY name")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// The row id of the frame at `offset` of a pack, if the index has one.
     pub fn frame_at(&self, pack: i64, offset: u64) -> Result<Option<i64>> {
         Ok(self
@@ -335,6 +427,29 @@ impl Index {
             .conn
             .execute(sql, params![&id.0[..], frame, offset, len])?
             > 0)
+    }
+
+    /// Repair: forgets chunks proven damaged or missing, so that the next
+    /// put of their data writes them again. Returns how many rows went.
+    pub fn forget_chunks(&mut self, ids: &[ChunkId]) -> Result<u64> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut removed = 0;
+        {
+            let mut delete = tx.prepare_cached("DELETE FROM chunks WHERE hash = ?1")?;
+            for id in ids {
+                removed += delete.execute([&id.0[..]])? as u64;
+            }
+        }
+        // Chunk frames left with no chunk (the damaged ones among them)
+        // describe nothing any more.
+        tx.execute(
+            "DELETE FROM frames WHERE kind = 1 AND id NOT IN (SELECT frame FROM chunks)",
+            [],
+        )?;
+        tx.commit()?;
+        Ok(removed)
     }
 
     /// Repair: points a layer at a recipe frame, or re-creates a lost layer

@@ -67,15 +67,32 @@ fn digest_from_sql(text: String) -> rusqlite::Result<Digest> {
 }
 
 impl Index {
-    /// Opens (creating if needed) the index at `path`, creating the schema
-    /// with `initial_meta` on a new database, and refusing unknown versions.
-    pub fn open(path: &Path, initial_meta: &[(&str, String)]) -> Result<Index> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
+    /// Opens the existing index at `path`, migrating older schema versions
+    /// and refusing unknown ones. A missing or empty database is refused
+    /// with [`Error::NeedsRepair`]: silently starting a new index would
+    /// make every pack look like garbage.
+    pub fn open(path: &Path) -> Result<Index> {
+        Self::open_inner(path, None)
+    }
+
+    /// Opens the index at `path`, creating the database and its schema
+    /// with `initial_meta` when it is missing or empty.
+    pub fn open_or_create(path: &Path, initial_meta: &[(&str, String)]) -> Result<Index> {
+        Self::open_inner(path, Some(initial_meta))
+    }
+
+    fn open_inner(path: &Path, create: Option<&[(&str, String)]>) -> Result<Index> {
+        let store_dir = || path.parent().unwrap_or(path).to_path_buf();
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if create.is_some() {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        } else if !path.exists() {
+            return Err(Error::NeedsRepair {
+                path: store_dir(),
+                reason: "its index (index.db) is missing".into(),
+            });
+        }
+        let conn = Connection::open_with_flags(path, flags)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // Switching a new database to WAL needs an exclusive lock that
         // SQLite does not wait for with the busy handler, so processes
@@ -95,11 +112,11 @@ impl Index {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "OFF")?;
         let mut index = Index { conn };
-        index.init_or_check(path, initial_meta)?;
+        index.init_or_check(path, create)?;
         Ok(index)
     }
 
-    fn init_or_check(&mut self, path: &Path, initial_meta: &[(&str, String)]) -> Result<()> {
+    fn init_or_check(&mut self, path: &Path, create: Option<&[(&str, String)]>) -> Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -111,8 +128,15 @@ impl Index {
         )?;
         match (version, has_tables) {
             (0, false) => {
+                let Some(initial_meta) = create else {
+                    return Err(Error::NeedsRepair {
+                        path: path.parent().unwrap_or(path).to_path_buf(),
+                        reason: "its index (index.db) is empty".into(),
+                    });
+                };
                 tx.execute_batch(SCHEMA)?;
                 tx.execute_batch(MIGRATE_V2)?;
+                tx.execute_batch(MIGRATE_V3)?;
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
                 for (key, value) in initial_meta {
                     tx.execute(
@@ -131,10 +155,14 @@ impl Index {
                 tx.commit()?;
                 Ok(())
             }
-            (1, true) => {
-                // Version 1 had no containers: add the table, in the same
-                // transaction that records the new version.
-                tx.execute_batch(MIGRATE_V2)?;
+            (old @ (1 | 2), true) => {
+                // Apply the missing migrations in the same transaction that
+                // records the new version: version 1 had no containers,
+                // version 2 no pack intents.
+                if old < 2 {
+                    tx.execute_batch(MIGRATE_V2)?;
+                }
+                tx.execute_batch(MIGRATE_V3)?;
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
                 tx.commit()?;
                 Ok(())
@@ -222,7 +250,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index.db");
         v1_database(&path);
-        let index = Index::open(&path, &[]).unwrap();
+        let index = Index::open(&path).unwrap();
         let version: u32 = index
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -234,7 +262,7 @@ mod tests {
         assert!(index.containers().unwrap().is_empty());
         drop(index);
         // Opening again is a no-op.
-        let index = Index::open(&path, &[]).unwrap();
+        let index = Index::open(&path).unwrap();
         assert_eq!(index.meta("format_version").unwrap().as_deref(), Some("1"));
     }
 
@@ -243,9 +271,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let old = dir.path().join("old.db");
         v1_database(&old);
-        drop(Index::open(&old, &[]).unwrap());
+        drop(Index::open(&old).unwrap());
         let new = dir.path().join("new.db");
-        drop(Index::open(&new, &[]).unwrap());
+        drop(Index::open_or_create(&new, &[]).unwrap());
         let schema = |p: &Path| -> Vec<String> {
             let conn = Connection::open(p).unwrap();
             let mut stmt = conn
@@ -268,7 +296,7 @@ mod tests {
             .unwrap()
             .pragma_update(None, "user_version", 99)
             .unwrap();
-        let err = Index::open(&path, &[])
+        let err = Index::open(&path)
             .err()
             .expect("version 99 must be refused");
         assert!(
@@ -280,7 +308,7 @@ mod tests {
     #[test]
     fn containers_keep_their_manifest() {
         let dir = tempfile::tempdir().unwrap();
-        let mut index = Index::open(&dir.path().join("index.db"), &[]).unwrap();
+        let mut index = Index::open_or_create(&dir.path().join("index.db"), &[]).unwrap();
         let manifest = Digest::of(b"manifest");
         let row = ContainerRow {
             name: "c".into(),

@@ -3,7 +3,7 @@
 //! refusal in `Index::open`) and an entry in docs/FORMAT.md.
 
 /// Index schema version written by this build.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -99,6 +99,26 @@ CREATE TABLE containers(
     sharing TEXT NOT NULL
 );
 CREATE INDEX containers_by_manifest ON containers(manifest);
+";
+
+/// Schema version 3: pack intents. A writer records the name of a pack it
+/// is about to create (`writing`) before the file can appear, and the
+/// commit that adds the pack to the index deletes the record in the same
+/// transaction; gc records a pack it drops from the index (`retired`) in
+/// the transaction that drops it. A pack file the index does not know is
+/// then garbage only if an intent names it: anything else (an index lost or
+/// restored from an older copy) is kept for `verify --repair`.
+///
+/// Also `packs.damaged`: set by repair on a pack it could read only in
+/// part, so that gc never deletes or rewrites it (the unread bytes may
+/// still be recoverable by other means).
+pub(super) const MIGRATE_V3: &str = "
+CREATE TABLE pack_intents(
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('writing', 'retired')),
+    created INTEGER NOT NULL
+);
+ALTER TABLE packs ADD COLUMN damaged INTEGER NOT NULL DEFAULT 0;
 ";
 
 /// Deletes what no image name or container reaches any more: manifests, index entries,
