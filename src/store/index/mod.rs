@@ -86,11 +86,23 @@ impl Index {
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         if create.is_some() {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
-        } else if !path.exists() {
-            return Err(Error::NeedsRepair {
-                path: store_dir(),
-                reason: "its index (index.db) is missing".into(),
-            });
+        } else {
+            match std::fs::metadata(path) {
+                Err(_) => {
+                    return Err(Error::NeedsRepair {
+                        path: store_dir(),
+                        reason: "its index (index.db) is missing".into(),
+                    });
+                }
+                // Checked before SQLite writes a header into it.
+                Ok(meta) if meta.len() == 0 => {
+                    return Err(Error::NeedsRepair {
+                        path: store_dir(),
+                        reason: "its index (index.db) is empty".into(),
+                    });
+                }
+                Ok(_) => {}
+            }
         }
         let conn = Connection::open_with_flags(path, flags)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -264,6 +276,40 @@ mod tests {
         // Opening again is a no-op.
         let index = Index::open(&path).unwrap();
         assert_eq!(index.meta("format_version").unwrap().as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn version_2_gains_pack_intents_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.db");
+        v1_database(&path);
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATE_V2).unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        drop(conn);
+        let index = Index::open(&path).unwrap();
+        let version: u32 = index
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        index
+            .record_pack_intent("x.pack", PackIntent::Writing)
+            .unwrap();
+        assert_eq!(index.pack_intents().unwrap().len(), 1);
+        assert!(index.damaged_packs().unwrap().is_empty());
+        assert_eq!(index.images().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_missing_or_empty_index_is_never_created_by_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.db");
+        assert!(matches!(Index::open(&path), Err(Error::NeedsRepair { .. })));
+        assert!(!path.exists());
+        std::fs::write(&path, b"").unwrap();
+        assert!(matches!(Index::open(&path), Err(Error::NeedsRepair { .. })));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
     }
 
     #[test]
