@@ -139,6 +139,25 @@ fn truncated_gzip() {
     }
 }
 
+/// xz and bzip2 layers are refused by name, never stored as opaque bytes
+/// under a "DiffID" that is the hash of the compressed file.
+#[test]
+fn xz_and_bzip2_layers_are_refused() {
+    let f = Fixture::new();
+    let tar = f.new_tar();
+    for (tool_name, file) in [("xz", "layer.tar.xz"), ("bzip2", "layer.tar.bz2")] {
+        let out = run_with_input(tool(tool_name).arg("-c"), &tar);
+        assert!(out.status.success(), "{tool_name} failed");
+        let p = f.file(file, &out.stdout);
+        put_fails(
+            &f,
+            &p,
+            &format!("{tool_name} layer"),
+            &[&format!("{tool_name}-compressed"), "decompress it first"],
+        );
+    }
+}
+
 #[test]
 fn truncated_zstd() {
     let f = Fixture::new();

@@ -99,6 +99,26 @@ impl<R: Read> Read for Tap<R> {
     }
 }
 
+/// Compressions recognised by their magic but not read: refused, so that
+/// their bytes are never stored under a "DiffID" that is not a tar's.
+fn unsupported_compression(magic: &[u8]) -> Option<&'static str> {
+    const XZ: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0];
+    // "BZh", a block size digit, then a block or end-of-stream magic.
+    const BZIP2_BLOCK: &[u8] = &[0x31, 0x41, 0x59, 0x26, 0x53, 0x59];
+    const BZIP2_END: &[u8] = &[0x17, 0x72, 0x45, 0x38, 0x50, 0x90];
+    if magic.starts_with(XZ) {
+        Some("xz")
+    } else if magic.len() >= 10
+        && magic.starts_with(b"BZh")
+        && (b'1'..=b'9').contains(&magic[3])
+        && (&magic[4..10] == BZIP2_BLOCK || &magic[4..10] == BZIP2_END)
+    {
+        Some("bzip2")
+    } else {
+        None
+    }
+}
+
 type Source<R> = Chain<Cursor<Vec<u8>>, Tap<R>>;
 
 enum Decoder<R: Read> {
@@ -118,7 +138,8 @@ impl<R: Read> LayerStream<R> {
     /// Sniffs the first bytes of `input` and sets up decompression.
     pub fn open(mut input: R) -> io::Result<Self> {
         let state = Arc::new(TapState::default());
-        let mut magic = vec![0u8; 4];
+        // Enough for every magic below (bzip2's is the longest).
+        let mut magic = vec![0u8; 10];
         let mut got = 0;
         while got < magic.len() {
             match input.read(&mut magic[got..]) {
@@ -132,6 +153,15 @@ impl<R: Read> LayerStream<R> {
             }
         }
         magic.truncate(got);
+        if let Some(format) = unsupported_compression(&magic) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the input is {format}-compressed; layerstore reads plain tar, gzip and \
+                     zstd layers (decompress it first, e.g. `{format} -dc FILE | layerstore put -`)"
+                ),
+            ));
+        }
         let compression = Compression::detect(&magic);
         let mut hasher = (compression != Compression::None).then(Sha256::new);
         if let Some(h) = hasher.as_mut() {

@@ -206,6 +206,10 @@ fn read_input<R: Read>(
     };
     let mut stream = match LayerStream::open(input) {
         Ok(s) => s,
+        // A format it recognises and refuses (xz, bzip2).
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            return fail(&tx, Error::invalid(name.to_string(), e.to_string()));
+        }
         Err(e) => return fail(&tx, Error::io(format!("reading {name}"), e)),
     };
     let compression = stream.compression();
