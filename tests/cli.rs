@@ -47,26 +47,37 @@ fn put_and_get_text_output() {
     let gz_path = dir.path().join("layer.tar.gz");
     fs::write(&gz_path, gzip(&tar)).unwrap();
 
-    // Plain tar: the DiffID is the file's sha256 (checked with coreutils).
-    let out = cli_ok(&store, &["put", tar_path.to_str().unwrap()]).stdout;
-    let diff_id = first_line_digest(&out);
+    // Plain tar: the DiffID is the file's sha256 (checked with coreutils),
+    // alone on stdout; the summary goes to stderr.
+    let out = cli_ok(&store, &["put", tar_path.to_str().unwrap()]);
+    let diff_id = first_line_digest(&out.stdout);
     assert_eq!(diff_id.to_string(), sha256sum(&tar_path));
-    let text = String::from_utf8_lossy(&out);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{diff_id}\n"),
+        "put's stdout is not the DiffID alone"
+    );
+    let summary = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !text.contains("compressed ("),
-        "plain tar put mentions compression: {text}"
+        !summary.contains("compressed (") && summary.contains("uncompressed"),
+        "plain tar put summary: {summary}"
     );
 
-    // The gzip form: same DiffID, and its own digest on the second line.
-    let out = cli_ok(&store, &["put", gz_path.to_str().unwrap()]).stdout;
-    assert_eq!(first_line_digest(&out), diff_id);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let gz_digest = sha256sum(&gz_path);
-    let second = text.lines().nth(1).unwrap_or_default();
+    // The gzip form: same DiffID alone on stdout, and its own digest first
+    // in the summary.
+    let out = cli_ok(&store, &["put", gz_path.to_str().unwrap()]);
     assert_eq!(
-        second,
+        String::from_utf8_lossy(&out.stdout),
+        format!("{diff_id}\n"),
+        "gzip put's stdout is not the DiffID alone"
+    );
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    let gz_digest = sha256sum(&gz_path);
+    let first = text.lines().next().unwrap_or_default();
+    assert_eq!(
+        first,
         format!("compressed (gzip) {gz_digest}"),
-        "put output: {text}"
+        "put summary: {text}"
     );
     assert!(
         text.contains("already stored"),
@@ -166,7 +177,7 @@ fn put_reads_stdin() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(first_line_digest(&out.stdout), Digest::of(&tar));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stderr);
     assert!(
         text.contains(&format!("compressed (gzip) {}", Digest::of(&gz))),
         "{text}"
@@ -440,4 +451,38 @@ fn layerstore_dir_selects_the_store() {
         "--store must take precedence over LAYERSTORE_DIR"
     );
     assert!(other.join("index.db").is_file());
+}
+
+/// A reader that closes stdout early (`| head`) ends the command quietly:
+/// no panic, no error message, the status of a process killed by SIGPIPE.
+#[test]
+fn closed_stdout_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    for seed in 0..3 {
+        let path = dir.path().join(format!("l{seed}.tar"));
+        fs::write(&path, small_layer(dir.path(), 10 + seed)).unwrap();
+        cli_ok(&store, &["put", path.to_str().unwrap()]);
+    }
+    let digest = ls_json(&store)[0]["digest"].as_str().unwrap().to_string();
+    for args in [
+        vec!["ls"],
+        vec!["ls", "--json"],
+        vec!["image", "ls"],
+        vec!["stat"],
+        vec!["get", digest.as_str()],
+    ] {
+        // A pipe whose reader is gone before the command writes.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = cli(&store)
+            .args(&args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.is_empty(), "{args:?}: stderr {stderr:?}");
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {:?}", out.status);
+    }
 }

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use layerstore::Store;
 
-use crate::output::{human, print_json, utc};
+use crate::output::{human, outln, print_json, utc};
 
 #[derive(Subcommand)]
 pub(crate) enum ContainerCommand {
@@ -72,7 +72,7 @@ pub(crate) fn checkout(
     if json {
         return print_json(&report);
     }
-    println!("{}", report.path.display());
+    outln!("{}", report.path.display());
     eprintln!(
         "checked out {} ({}): {} layer(s), {} entries, {} whiteout(s){}",
         report.image,
@@ -98,7 +98,7 @@ pub(crate) fn container(store: &Store, cmd: ContainerCommand) -> Result<()> {
             if json {
                 return print_json(&c);
             }
-            println!("{}", c.name);
+            outln!("{}", c.name);
             eprintln!("root filesystem: {} ({})", c.path.display(), c.sharing);
             Ok(())
         }
@@ -107,12 +107,15 @@ pub(crate) fn container(store: &Store, cmd: ContainerCommand) -> Result<()> {
             if json {
                 return print_json(&list);
             }
-            println!(
+            outln!(
                 "{:<20}  {:<30}  {:<20}  {:<8}  PATH",
-                "NAME", "IMAGE", "CREATED", "SHARING"
+                "NAME",
+                "IMAGE",
+                "CREATED",
+                "SHARING"
             );
             for c in list {
-                println!(
+                outln!(
                     "{:<20}  {:<30}  {:<20}  {:<8}  {}",
                     c.name,
                     c.image,
@@ -124,7 +127,7 @@ pub(crate) fn container(store: &Store, cmd: ContainerCommand) -> Result<()> {
             Ok(())
         }
         ContainerCommand::Path { name } => {
-            println!("{}", store.container(&name)?.path.display());
+            outln!("{}", store.container(&name)?.path.display());
             Ok(())
         }
         ContainerCommand::Diff { name, json } => {
@@ -140,7 +143,7 @@ pub(crate) fn container(store: &Store, cmd: ContainerCommand) -> Result<()> {
                     layerstore::ChangeKind::Changed => 'C',
                     layerstore::ChangeKind::Deleted => 'D',
                 };
-                println!("{letter} {}", c.path);
+                outln!("{letter} {}", c.path);
             }
             Ok(())
         }
@@ -152,7 +155,7 @@ pub(crate) fn container(store: &Store, cmd: ContainerCommand) -> Result<()> {
                 store
                     .remove_container(&name)
                     .with_context(|| format!("removing container {name}"))?;
-                println!("{name}");
+                outln!("{name}");
             }
             Ok(())
         }
@@ -167,7 +170,7 @@ pub(crate) fn container(store: &Store, cmd: ContainerCommand) -> Result<()> {
             if json {
                 return print_json(&report);
             }
-            println!("{}\t{}", report.image, report.manifest);
+            outln!("{}\t{}", report.image, report.manifest);
             eprintln!(
                 "new layer {} ({}): {} added, {} changed, {} deleted; store grew by {}",
                 report.layer,

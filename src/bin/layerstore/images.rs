@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use layerstore::{ExportFormat, Store};
 
-use crate::output::{human, print_json};
+use crate::output::{human, outln, print_json};
 
 #[derive(Subcommand)]
 pub(crate) enum ImageCommand {
@@ -83,7 +83,7 @@ pub(crate) fn image(store: &Store, cmd: ImageCommand) -> Result<()> {
                 return print_json(&report);
             }
             for image in &report.images {
-                println!("{}\t{}", image.name, image.digest);
+                outln!("{}\t{}", image.name, image.digest);
             }
             eprintln!(
                 "imported {} image(s) from {} ({}): {} layer blob(s), {} new layer(s), store grew by {}",
@@ -101,12 +101,15 @@ pub(crate) fn image(store: &Store, cmd: ImageCommand) -> Result<()> {
             if json {
                 return print_json(&images);
             }
-            println!(
+            outln!(
                 "{:<40}  {:<71}  {:>6}  {:>10}  PLATFORMS",
-                "NAME", "DIGEST", "LAYERS", "SIZE"
+                "NAME",
+                "DIGEST",
+                "LAYERS",
+                "SIZE"
             );
             for i in images {
-                println!(
+                outln!(
                     "{:<40}  {:<71}  {:>6}  {:>10}  {}",
                     i.name,
                     i.digest.to_string(),
@@ -122,24 +125,24 @@ pub(crate) fn image(store: &Store, cmd: ImageCommand) -> Result<()> {
             if json {
                 return print_json(&d);
             }
-            println!("name        {}", d.name);
-            println!("digest      {}", d.digest);
-            println!("media type  {}", d.media_type);
+            outln!("name        {}", d.name);
+            outln!("digest      {}", d.digest);
+            outln!("media type  {}", d.media_type);
             for m in &d.manifests {
-                println!();
-                println!("manifest    {}", m.digest);
+                outln!();
+                outln!("manifest    {}", m.digest);
                 if let Some(p) = &m.platform {
-                    println!("platform    {p}");
+                    outln!("platform    {p}");
                 }
-                println!("config      {}", m.config);
+                outln!("config      {}", m.config);
                 for (i, l) in m.layers.iter().enumerate() {
-                    println!(
+                    outln!(
                         "layer {i:<3}   {}  {:>10}  shared with {} other image(s)",
                         l.diff_id,
                         human(l.size),
                         l.shared_with
                     );
-                    println!(
+                    outln!(
                         "            blob {} {} ({})",
                         l.blob_digest,
                         human(l.blob_size),
@@ -160,7 +163,7 @@ pub(crate) fn image(store: &Store, cmd: ImageCommand) -> Result<()> {
                 store
                     .remove_image(&name)
                     .with_context(|| format!("removing image {name}"))?;
-                println!("{name}");
+                outln!("{name}");
             }
             Ok(())
         }
@@ -194,7 +197,7 @@ pub(crate) fn image(store: &Store, cmd: ImageCommand) -> Result<()> {
                 return print_json(&report);
             }
             for image in &report.images {
-                println!("{}\t{}", image.name, image.exported_digest);
+                outln!("{}\t{}", image.name, image.exported_digest);
             }
             Ok(())
         }

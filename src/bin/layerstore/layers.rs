@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use layerstore::{Digest, PutOptions, Store};
 
-use crate::output::{human, progress_bar, utc};
+use crate::output::{human, outln, progress_bar, utc};
 
 pub(crate) fn parse_digest(s: &str) -> Result<Digest> {
     Ok(Digest::parse(s)?)
@@ -45,13 +45,15 @@ pub(crate) fn put(store: &Store, file: &str, json: bool, max_size: Option<u64>) 
     }
     let info = info.with_context(|| format!("put {name}"))?;
     if json {
-        println!("{}", serde_json::to_string(&info)?);
+        outln!("{}", serde_json::to_string(&info)?);
     } else {
-        println!("{}", info.digest);
+        // The DiffID alone on stdout (`D=$(layerstore put x)`); the
+        // summary is for people, on stderr.
+        outln!("{}", info.digest);
         if let Some(c) = info.compressed_digest {
-            println!("compressed ({}) {c}", info.compression.name());
+            eprintln!("compressed ({}) {c}", info.compression.name());
         }
-        println!(
+        eprintln!(
             "{} uncompressed, {} chunks ({} new), store grew by {}{}",
             human(info.size),
             info.chunks,
@@ -110,12 +112,16 @@ pub(crate) fn get(store: &Store, digest_text: &str, output: Option<PathBuf>) -> 
 pub(crate) fn ls(store: &Store, json: bool) -> Result<()> {
     let layers = store.layers()?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&layers)?);
+        outln!("{}", serde_json::to_string_pretty(&layers)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<71}  {:>10}  {:>10}  {:>6}  {:<20}  PINNED",
-        "DIGEST", "SIZE", "STORED", "SHARE", "CREATED"
+        "DIGEST",
+        "SIZE",
+        "STORED",
+        "SHARE",
+        "CREATED"
     );
     for l in layers {
         let share = if l.size == 0 {
@@ -123,7 +129,7 @@ pub(crate) fn ls(store: &Store, json: bool) -> Result<()> {
         } else {
             100.0 * l.stored_share as f64 / l.size as f64
         };
-        println!(
+        outln!(
             "{:<71}  {:>10}  {:>10}  {:>5.1}%  {:<20}  {}",
             l.digest.to_string(),
             human(l.size),
@@ -143,7 +149,7 @@ pub(crate) fn rm(store: &Store, digests: &[String]) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     // All or nothing: a bad argument removes no layer.
     for removed in store.remove_layers(&parsed).context("removing layers")? {
-        println!("{removed}");
+        outln!("{removed}");
     }
     Ok(())
 }
@@ -156,29 +162,29 @@ pub(crate) fn stat(store: &Store, json: bool) -> Result<()> {
             obj.insert("store".into(), store.path().display().to_string().into());
             obj.insert("config".into(), serde_json::to_value(store.config())?);
         }
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("store          {}", store.path().display());
-    println!("layers         {}", s.layers);
-    println!("images         {}", s.images);
-    println!(
+    outln!("store          {}", store.path().display());
+    outln!("layers         {}", s.layers);
+    outln!("images         {}", s.images);
+    outln!(
         "logical bytes  {} ({})",
         human(s.logical_bytes),
         s.logical_bytes
     );
-    println!(
+    outln!(
         "stored bytes   {} ({})",
         human(s.stored_bytes),
         s.stored_bytes
     );
-    println!("  in packs     {}", human(s.pack_bytes));
-    println!(
+    outln!("  in packs     {}", human(s.pack_bytes));
+    outln!(
         "chunks         {} ({} distinct data)",
         s.chunks,
         human(s.unique_chunk_bytes)
     );
-    println!("packs          {}", s.packs);
-    println!("dedup ratio    {:.2}x", s.dedup_ratio);
+    outln!("packs          {}", s.packs);
+    outln!("dedup ratio    {:.2}x", s.dedup_ratio);
     Ok(())
 }

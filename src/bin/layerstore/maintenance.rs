@@ -3,7 +3,7 @@
 use anyhow::{Result, bail};
 use layerstore::{GcOptions, Store, VerifyOptions};
 
-use crate::output::{human, print_json};
+use crate::output::{human, outln, print_json};
 
 pub(crate) fn verify(store: &Store, full: bool, repair: bool, json: bool) -> Result<()> {
     let report = store.verify(&VerifyOptions { full, repair })?;
@@ -11,18 +11,18 @@ pub(crate) fn verify(store: &Store, full: bool, repair: bool, json: bool) -> Res
         print_json(&report)?;
     } else {
         for r in &report.repaired {
-            println!("repaired: {r}");
+            outln!("repaired: {r}");
         }
         for w in &report.warnings {
-            println!("warning: {}: {}", w.subject, w.detail);
+            outln!("warning: {}: {}", w.subject, w.detail);
         }
         for p in &report.problems {
-            println!("problem: {}: {}", p.subject, p.detail);
+            outln!("problem: {}: {}", p.subject, p.detail);
         }
         for l in &report.lost {
-            println!("lost: layer {l}");
+            outln!("lost: layer {l}");
         }
-        println!(
+        outln!(
             "checked {} pack(s), {} frame(s), {} chunk(s), {} layer(s){}: {}",
             report.packs,
             report.frames,
@@ -59,7 +59,7 @@ pub(crate) fn gc(store: &Store, dry_run: bool, rewrite_below: f64, json: bool) -
         return print_json(&report);
     }
     let verb = if dry_run { "would free" } else { "freed" };
-    println!(
+    outln!(
         "{verb} {} ({} -> {}): {} layer(s), {} chunk(s) ({} uncompressed), {} pack(s) deleted, {} rewritten, {} leftover file(s)",
         human(report.bytes_freed),
         human(report.bytes_before),

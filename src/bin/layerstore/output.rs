@@ -3,11 +3,25 @@
 
 use std::io::{self, IsTerminal};
 
+/// `println!` that returns the write error from the enclosing function
+/// instead of panicking, so that a closed stdout (`layerstore ls | head`)
+/// ends the command quietly (see `main`).
+macro_rules! outln {
+    () => {
+        outln!("")
+    };
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+pub(crate) use outln;
+
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
