@@ -29,7 +29,7 @@ pub use container::{Change, ChangeKind, CommitReport, ContainerInfo};
 pub use error::{Error, Result};
 pub use image::{
     ExportFormat, ExportReport, ExportedImage, ImageDetails, ImageLayer, ImageManifestDetails,
-    ImageSummary, ImportReport, ImportedImage,
+    ImageSummary, ImportReport, ImportedImage, MovedName,
 };
 pub use layer::input::Compression;
 pub use layer::put::{LayerInfo, PutOptions};

@@ -1411,3 +1411,81 @@ fn partially_valid_images_leave_no_trace() {
     assert!(b.store.stats().unwrap().pack_bytes > before.pack_bytes + 500_000);
     assert_eq!(get(&b.store, &sha(&b.fresh)), b.fresh);
 }
+
+/// `image tag` and `image import` never take a name another image has
+/// without `--force`; with it they say what the name pointed at, and that
+/// image's data stays until gc.
+#[test]
+fn names_of_other_images_are_moved_only_with_force() {
+    let t = tmp();
+    let mut rng = Rng::new(77);
+    let layer_a = tar_layer(&[("a", &rng.bytes(60_000))]);
+    let layer_b = tar_layer(&[("b", &rng.bytes(60_000))]);
+    let (da, db) = (sha(&layer_a), sha(&layer_b));
+    let archive_a = t.path().join("a.tar");
+    let archive_b = t.path().join("b.tar");
+    docker_archive(&archive_a, &["ns/a:1"], &[&layer_a]);
+    docker_archive(&archive_b, &["ns/b:1"], &[&layer_b]);
+    let store_dir = t.path().join("store");
+    cli_ok(&store_dir, &["image", "import", path_arg(&archive_a)]);
+    cli_ok(&store_dir, &["image", "import", path_arg(&archive_b)]);
+    let store = Store::open(&store_dir).unwrap();
+    let target = |name: &str| -> String {
+        store
+            .images()
+            .unwrap()
+            .into_iter()
+            .find(|i| i.name == name)
+            .map(|i| i.digest.to_string())
+            .unwrap_or_default()
+    };
+    let (ta, tb) = (target("ns/a:1"), target("ns/b:1"));
+
+    // Without --force: refused, nothing changes.
+    let stderr = cli_err(&store_dir, &["image", "tag", "ns/a:1", "ns/b:1"]);
+    assert!(
+        stderr.contains("--force") && stderr.contains(&tb),
+        "{stderr}"
+    );
+    assert_eq!(target("ns/b:1"), tb);
+    let stderr = cli_err(
+        &store_dir,
+        &["image", "import", path_arg(&archive_a), "--name", "ns/b:1"],
+    );
+    assert!(stderr.contains("--force"), "{stderr}");
+    assert_eq!(target("ns/b:1"), tb);
+    // Tagging a name with the image it already names is no change.
+    cli_ok(&store_dir, &["image", "tag", "ns/b:1", "ns/b:1"]);
+
+    // With --force: moved, the old target named, its layer kept until gc.
+    let out = cli_ok(&store_dir, &["image", "tag", "--force", "ns/a:1", "ns/b:1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&tb), "{stderr}");
+    assert_eq!(target("ns/b:1"), ta);
+    assert_eq!(
+        get(&store, &db),
+        layer_b,
+        "the old image's layer went before gc"
+    );
+    cli_ok(&store_dir, &["gc"]);
+    assert!(
+        !layer_set(&store).contains(&db),
+        "gc kept an unreachable layer"
+    );
+    assert!(layer_set(&store).contains(&da));
+
+    // import --force reports the names it moved.
+    let report = cli_json(
+        &store_dir,
+        &[
+            "image",
+            "import",
+            path_arg(&archive_b),
+            "--name",
+            "ns/a:1",
+            "--force",
+        ],
+    );
+    assert_eq!(report["moved"][0]["name"], "ns/a:1", "{report}");
+    assert_eq!(report["moved"][0]["previous"], ta.as_str(), "{report}");
+}

@@ -282,6 +282,8 @@ pub(super) fn commit(store: &Store, name: &str, new_image: &str) -> Result<Commi
         manifests: vec![new_record],
         index_children: Vec::new(),
         names: vec![(new_image.to_string(), manifest_digest)],
+        // A commit never takes a name another image has.
+        force: false,
     };
     index.commit_import(&import)?;
     drop(import);

@@ -10,6 +10,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use super::MAX_INDEX_DEPTH;
+use super::MovedName;
 use super::source::Source;
 use crate::error::{Error, Result};
 use crate::image::oci::{self, BlobKind, Descriptor};
@@ -366,6 +367,7 @@ pub(super) fn import(
     store: &Store,
     path: &Path,
     name_override: Option<&str>,
+    force: bool,
 ) -> Result<ImportReport> {
     if let Some(n) = name_override {
         oci::check_image_name(n)?;
@@ -422,6 +424,7 @@ pub(super) fn import(
     }
     let new_layers = prepared.iter().filter(|p| p.info.new_layer).count() as u64;
     let added_bytes = prepared.iter().map(|p| p.info.added_bytes).sum();
+    let moved;
     {
         let commit = NewImport {
             puts: prepared
@@ -432,9 +435,10 @@ pub(super) fn import(
             manifests,
             index_children,
             names: named.iter().map(|(n, d, _)| (n.clone(), *d)).collect(),
+            force,
         };
         crate::util::fault::point("import-before-commit");
-        index.commit_import(&commit)?;
+        moved = index.commit_import(&commit)?;
     }
     for p in &mut prepared {
         p.committed();
@@ -452,6 +456,10 @@ pub(super) fn import(
         layers: layers_read,
         new_layers,
         added_bytes,
+        moved: moved
+            .into_iter()
+            .map(|(name, previous)| MovedName { name, previous })
+            .collect(),
     })
 }
 

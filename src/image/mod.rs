@@ -29,6 +29,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::store::digest::Digest;
+use crate::store::index::NameChange;
 
 /// Indexes may nest at most this deep.
 const MAX_INDEX_DEPTH: usize = 8;
@@ -67,6 +68,19 @@ pub struct ImportReport {
     pub new_layers: u64,
     /// Bytes the store's packs grew by.
     pub added_bytes: u64,
+    /// Names that pointed at another image before (only with `force`).
+    pub moved: Vec<MovedName>,
+}
+
+/// A name an import or tag moved from one image to another. The image it
+/// left stays in the store until gc (unless other names or containers keep
+/// it).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct MovedName {
+    /// The name.
+    pub name: String,
+    /// The manifest or index digest it pointed at before.
+    pub previous: Digest,
 }
 
 /// An image, as listed.
@@ -172,7 +186,19 @@ impl Store {
     /// # Ok::<(), layerstore::Error>(())
     /// ```
     pub fn import_image(&self, path: impl AsRef<Path>, name: Option<&str>) -> Result<ImportReport> {
-        import(self, path.as_ref(), name)
+        import(self, path.as_ref(), name, false)
+    }
+
+    /// [`Store::import_image`]; with `force`, names that point at another
+    /// image are moved to the imported one (listed in
+    /// [`ImportReport::moved`]) instead of refusing the import.
+    pub fn import_image_with(
+        &self,
+        path: impl AsRef<Path>,
+        name: Option<&str>,
+        force: bool,
+    ) -> Result<ImportReport> {
+        import(self, path.as_ref(), name, force)
     }
 
     /// Writes images as an OCI layout directory or a docker archive at
@@ -198,13 +224,28 @@ impl Store {
         details(self, name)
     }
 
-    /// Gives the image `src` a second name `dst` (moving `dst` if it exists).
+    /// Gives the image `src` a second name `dst`. Refuses if `dst` names
+    /// another image: see [`Store::tag_image_with`].
     pub fn tag_image(&self, src: &str, dst: &str) -> Result<()> {
+        self.tag_image_with(src, dst, false).map(|_| ())
+    }
+
+    /// Gives the image `src` a second name `dst`; with `force`, a `dst`
+    /// that names another image is moved, and the digest it pointed at is
+    /// returned. Nothing is deleted: what only the old `dst` kept stays
+    /// until gc.
+    pub fn tag_image_with(&self, src: &str, dst: &str, force: bool) -> Result<Option<Digest>> {
         oci::check_image_name(dst)?;
-        if self.index()?.tag_image(src, dst)? {
-            Ok(())
-        } else {
-            Err(Error::not_found(format!("image {src:?}")))
+        match self.index()?.tag_image(src, dst, force)? {
+            NameChange::Named { previous } => Ok(previous),
+            NameChange::NoSuchImage => Err(Error::not_found(format!("image {src:?}"))),
+            NameChange::Taken(previous) => Err(Error::invalid(
+                format!("image name {dst:?}"),
+                format!(
+                    "already names another image ({previous}); pass --force to move it \
+                     (the old image is kept until gc)"
+                ),
+            )),
         }
     }
 

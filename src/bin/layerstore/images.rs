@@ -17,6 +17,10 @@ pub(crate) enum ImageCommand {
         /// Name for the image (overrides the names in the archive; single image only).
         #[arg(long)]
         name: Option<String>,
+        /// Move names that already point at another image (the old image
+        /// stays until gc).
+        #[arg(long)]
+        force: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -41,6 +45,9 @@ pub(crate) enum ImageCommand {
         src: String,
         /// New name.
         dst: String,
+        /// Move DST if it names another image (the old image stays until gc).
+        #[arg(long)]
+        force: bool,
     },
     /// Remove an image name (layers only it used go too, unless put directly).
     Rm {
@@ -75,10 +82,21 @@ pub(crate) enum FormatArg {
 
 pub(crate) fn image(store: &Store, cmd: ImageCommand) -> Result<()> {
     match cmd {
-        ImageCommand::Import { path, name, json } => {
+        ImageCommand::Import {
+            path,
+            name,
+            force,
+            json,
+        } => {
             let report = store
-                .import_image(&path, name.as_deref())
+                .import_image_with(&path, name.as_deref(), force)
                 .with_context(|| format!("importing {}", path.display()))?;
+            for moved in &report.moved {
+                eprintln!(
+                    "layerstore: {} pointed at {}; moved (that image stays until gc)",
+                    moved.name, moved.previous
+                );
+            }
             if json {
                 return print_json(&report);
             }
@@ -152,10 +170,15 @@ pub(crate) fn image(store: &Store, cmd: ImageCommand) -> Result<()> {
             }
             Ok(())
         }
-        ImageCommand::Tag { src, dst } => {
-            store
-                .tag_image(&src, &dst)
+        ImageCommand::Tag { src, dst, force } => {
+            let previous = store
+                .tag_image_with(&src, &dst, force)
                 .with_context(|| format!("tagging {src} as {dst}"))?;
+            if let Some(previous) = previous {
+                eprintln!(
+                    "layerstore: {dst} pointed at {previous}; moved (that image stays until gc)"
+                );
+            }
             Ok(())
         }
         ImageCommand::Rm { names } => {

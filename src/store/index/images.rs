@@ -51,6 +51,32 @@ pub struct NewImport<'a> {
     pub index_children: Vec<(Digest, Vec<Digest>)>,
     /// Image names -> target digest.
     pub names: Vec<(String, Digest)>,
+    /// Move names that already point at another image.
+    pub force: bool,
+}
+
+/// What [`Index::tag_image`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NameChange {
+    /// The source name does not exist.
+    NoSuchImage,
+    /// The new name points at another image (no `force`); nothing changed.
+    Taken(Digest),
+    /// Done; `previous` is what the name pointed at before, if another image.
+    Named {
+        /// The image the name pointed at before.
+        previous: Option<Digest>,
+    },
+}
+
+/// The digest `name` points at, read inside a transaction.
+fn image_target_in(conn: &rusqlite::Connection, name: &str) -> Result<Option<Digest>> {
+    let target: Option<String> = conn
+        .query_row("SELECT target FROM images WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    target.map(|t| Digest::parse(&t)).transpose()
 }
 
 impl Index {
@@ -134,19 +160,26 @@ impl Index {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Points `dst` at what `src` points at. False if `src` does not exist.
-    pub fn tag_image(&mut self, src: &str, dst: &str) -> Result<bool> {
+    /// Points name `dst` at what `src` points at. A `dst` that names
+    /// another image is moved only with `force`. Nothing is deleted here:
+    /// what only the old `dst` kept stays until gc.
+    pub fn tag_image(&mut self, src: &str, dst: &str, force: bool) -> Result<NameChange> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let changed = tx.execute(
-            "INSERT OR REPLACE INTO images(name, target, created)
-             SELECT ?2, target, ?3 FROM images WHERE name = ?1",
-            params![src, dst, now()],
+        let Some(target) = image_target_in(&tx, src)? else {
+            return Ok(NameChange::NoSuchImage);
+        };
+        let previous = image_target_in(&tx, dst)?.filter(|p| *p != target);
+        if let (Some(previous), false) = (previous, force) {
+            return Ok(NameChange::Taken(previous));
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO images(name, target, created) VALUES (?1, ?2, ?3)",
+            params![dst, target.to_string(), now()],
         )?;
-        tx.execute_batch(CLEANUP_UNREFERENCED)?;
         tx.commit()?;
-        Ok(changed == 1)
+        Ok(NameChange::Named { previous })
     }
 
     /// Removes an image name and whatever only it kept. False if no such name.
@@ -162,7 +195,9 @@ impl Index {
 
     /// Commits a whole image import in one transaction: the layers' puts,
     /// the verbatim blobs, manifests, index entries and names.
-    pub fn commit_import(&mut self, import: &NewImport<'_>) -> Result<()> {
+    /// Names that pointed at another image are moved only with
+    /// `import.force`; returns them with what they pointed at.
+    pub fn commit_import(&mut self, import: &NewImport<'_>) -> Result<Vec<(String, Digest)>> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -218,14 +253,29 @@ impl Index {
             }
         }
         let created = now();
+        let mut moved = Vec::new();
         for (name, target) in &import.names {
+            if let Some(previous) = image_target_in(&tx, name)?.filter(|p| p != target) {
+                if !import.force {
+                    // Dropping the transaction rolls the whole import back.
+                    return Err(Error::invalid(
+                        format!("image name {name:?}"),
+                        format!(
+                            "already names another image ({previous}); pass --force to move \
+                             it (the old image is kept until gc)"
+                        ),
+                    ));
+                }
+                moved.push((name.clone(), previous));
+            }
             tx.execute(
                 "INSERT OR REPLACE INTO images(name, target, created) VALUES (?1, ?2, ?3)",
                 params![name, target.to_string(), created],
             )?;
         }
-        tx.execute_batch(CLEANUP_UNREFERENCED)?;
+        // No cleanup: an import only adds, and what a moved name kept stays
+        // until gc.
         tx.commit()?;
-        Ok(())
+        Ok(moved)
     }
 }
