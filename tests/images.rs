@@ -1489,3 +1489,43 @@ fn names_of_other_images_are_moved_only_with_force() {
     assert_eq!(report["moved"][0]["name"], "ns/a:1", "{report}");
     assert_eq!(report["moved"][0]["previous"], ta.as_str(), "{report}");
 }
+
+/// `image rm` checks every name before removing any (issue: it removed the
+/// names before a missing one, then failed).
+#[test]
+fn image_rm_removes_all_names_or_none() {
+    let t = tmp();
+    let mut rng = Rng::new(78);
+    let store_dir = t.path().join("store");
+    for name in ["ns/a:1", "ns/b:1"] {
+        let layer = tar_layer(&[("f", &rng.bytes(30_000))]);
+        let archive = t.path().join("archive.tar");
+        docker_archive(&archive, &[name], &[&layer]);
+        cli_ok(&store_dir, &["image", "import", path_arg(&archive)]);
+    }
+    let names = |store: &Path| -> Vec<String> {
+        Store::open(store)
+            .unwrap()
+            .images()
+            .unwrap()
+            .into_iter()
+            .map(|i| i.name)
+            .collect()
+    };
+    let stderr = cli_err(
+        &store_dir,
+        &["image", "rm", "ns/a:1", "no/such:1", "ns/b:1"],
+    );
+    assert!(
+        stderr.contains("no/such:1") && stderr.contains("not found"),
+        "{stderr}"
+    );
+    assert_eq!(
+        names(&store_dir),
+        ["ns/a:1", "ns/b:1"],
+        "a failed rm removed names"
+    );
+    // A name given twice is removed once.
+    cli_ok(&store_dir, &["image", "rm", "ns/a:1", "ns/b:1", "ns/a:1"]);
+    assert!(names(&store_dir).is_empty());
+}

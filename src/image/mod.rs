@@ -253,10 +253,16 @@ impl Store {
     /// directly, or used by a container, which keeps its manifest alive);
     /// their chunks come back at the next gc.
     pub fn remove_image(&self, name: &str) -> Result<()> {
-        if self.index()?.remove_image(name)? {
-            Ok(())
-        } else {
-            Err(Error::not_found(format!("image {name:?}")))
+        self.remove_images(&[name.to_string()])
+    }
+
+    /// Removes several image names, all or none: a name that does not
+    /// exist removes nothing (the error names it). One transaction, however
+    /// many names.
+    pub fn remove_images(&self, names: &[String]) -> Result<()> {
+        match self.index()?.remove_images(names)? {
+            None => Ok(()),
+            Some(missing) => Err(Error::not_found(format!("image {missing:?}"))),
         }
     }
 }

@@ -182,10 +182,9 @@ pub(crate) fn image(store: &Store, cmd: ImageCommand) -> Result<()> {
             Ok(())
         }
         ImageCommand::Rm { names } => {
+            // All or nothing: a name that does not exist removes none.
+            store.remove_images(&names).context("removing images")?;
             for name in names {
-                store
-                    .remove_image(&name)
-                    .with_context(|| format!("removing image {name}"))?;
                 outln!("{name}");
             }
             Ok(())

@@ -182,15 +182,25 @@ impl Index {
         Ok(NameChange::Named { previous })
     }
 
-    /// Removes an image name and whatever only it kept. False if no such name.
-    pub fn remove_image(&mut self, name: &str) -> Result<bool> {
+    /// Removes image names and whatever only they kept, in one
+    /// transaction (one cleanup, however many names). If any name does not
+    /// exist nothing changes and that name is returned.
+    pub fn remove_images(&mut self, names: &[String]) -> Result<Option<String>> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let removed = tx.execute("DELETE FROM images WHERE name = ?1", [name])?;
+        {
+            let mut delete = tx.prepare_cached("DELETE FROM images WHERE name = ?1")?;
+            let mut seen = std::collections::HashSet::new();
+            for name in names {
+                if seen.insert(name) && delete.execute([name])? == 0 {
+                    return Ok(Some(name.clone()));
+                }
+            }
+        }
         tx.execute_batch(CLEANUP_UNREFERENCED)?;
         tx.commit()?;
-        Ok(removed == 1)
+        Ok(None)
     }
 
     /// Commits a whole image import in one transaction: the layers' puts,
