@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
+use std::path::Path;
 use std::path::PathBuf;
 
 use super::CommitReport;
@@ -161,7 +162,7 @@ fn write_layer<W: Write>(cmp: &Comparison, out: W) -> Result<(W, Counts)> {
             }
             NodeKind::Symlink(target) => {
                 let mut h = header(tar::EntryType::Symlink, &node, entry.mtime);
-                tar.append_link(&mut h, path, os_path(target))
+                append_symlink_exact(&mut tar, &mut h, path, target)
                     .map_err(|e| failed("symlink", rel, e))?;
             }
             NodeKind::Char(major, minor) | NodeKind::Block(major, minor) => {
@@ -300,4 +301,27 @@ pub(super) fn commit(store: &Store, name: &str, new_image: &str) -> Result<Commi
         deleted: counts.deleted,
         added_bytes,
     })
+}
+
+/// Appends a symlink whose target is stored byte for byte. The tar crate's
+/// `append_link` normalises link names as paths (`/` becomes `//`, `a//b`
+/// becomes `a/b`, `x/.` becomes `x`), which would change what the link
+/// points at; a target that does not fit the header's 100 bytes goes into
+/// a PAX `linkpath` record instead.
+fn append_symlink_exact<W: Write>(
+    tar: &mut tar::Builder<W>,
+    header: &mut tar::Header,
+    path: &Path,
+    target: &[u8],
+) -> io::Result<()> {
+    const LINKNAME_LEN: usize = 100;
+    if target.len() > LINKNAME_LEN {
+        tar.append_pax_extensions([("linkpath", target)])?;
+    }
+    let linkname = &mut header.as_old_mut().linkname;
+    let shown = target.len().min(LINKNAME_LEN);
+    *linkname = [0; LINKNAME_LEN];
+    linkname[..shown].copy_from_slice(&target[..shown]);
+    header.set_size(0);
+    tar.append_data(header, path, io::empty())
 }
