@@ -1,6 +1,7 @@
 //! Recovery that cannot lose data: a lost or stale index, damaged frames
-//! and chunks, and what verify, repair and gc do about them, through the
-//! real binary on real layers (GNU tar).
+//! and chunks, and what verify, repair and gc do about them; and
+//! concurrent writers whose reports stay true. Through the real binary on
+//! real layers (GNU tar).
 
 mod support;
 
@@ -287,4 +288,70 @@ fn hex_bytes(hex: &str) -> Vec<u8> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect()
+}
+
+/// Three puts of the same new layer that all write their packs before any
+/// commits: the store ends with one copy, and each put's report is true
+/// (issue: three copies until gc, "0 new chunks ... grew by 83.7 MiB").
+#[test]
+fn concurrent_puts_of_one_new_layer_store_it_once() {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    write_tree(&tree, &[("big", &random_bytes(9, 12 << 20))]);
+    let path = dir.path().join("big.tar");
+    let tar = gnu_tar_layer(&tree, &path);
+    // One put alone, for the size of one copy.
+    let alone = dir.path().join("alone");
+    cli_ok(&alone, &["put", path_arg(&path)]);
+    let one_copy = stat_json(&alone)["pack_bytes"].as_u64().unwrap();
+
+    let store = dir.path().join("store");
+    cli_ok(&store, &["stat"]);
+    let mut children: Vec<_> = (0..3)
+        .map(|_| {
+            cli(&store)
+                .args(["put", "-", "--json"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Every put reads the whole layer before any sees its end: all of them
+    // write their packs before the first commits.
+    let mut stdins: Vec<_> = children
+        .iter_mut()
+        .map(|c| c.stdin.take().unwrap())
+        .collect();
+    std::thread::scope(|s| {
+        for stdin in stdins.iter_mut() {
+            let tar = &tar;
+            s.spawn(move || stdin.write_all(tar).unwrap());
+        }
+    });
+    drop(stdins);
+    let mut added = 0;
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        added += report["added_bytes"].as_u64().unwrap();
+    }
+    let stored = stat_json(&store)["pack_bytes"].as_u64().unwrap();
+    assert!(
+        stored < one_copy + one_copy / 2,
+        "three concurrent puts stored {stored} bytes for a layer of {one_copy}"
+    );
+    assert_eq!(
+        added, stored,
+        "the puts' reports do not add up to what was stored"
+    );
+    assert_verify_clean(&store, true, "after concurrent puts");
 }

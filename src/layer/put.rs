@@ -138,14 +138,21 @@ pub(crate) fn put_layer<R: Read + Send>(
     let mut session = PutSession::default();
     let mut prepared = prepare_put(&ctx, input, opts, &mut session)?;
     crate::util::fault::point("put-before-commit");
-    let (new_layer, new_chunks) = ctx.index.commit_put(&prepared.packs, &prepared.layer)?;
-    prepared.committed();
-    crate::util::fault::point("put-after-commit");
+    let commit = ctx.index.commit_put(&prepared.packs, &prepared.layer)?;
     let mut info = prepared.info.clone();
-    info.new_layer = new_layer;
+    if commit.packs_dropped {
+        // Another writer stored the same layer meanwhile: dropping
+        // `prepared` uncommitted deletes this put's duplicate packs.
+        info.added_bytes = 0;
+    } else {
+        prepared.committed();
+    }
+    crate::util::fault::point("put-after-commit");
+    info.new_layer = commit.new_layer;
     // What the index did not have: another writer may have stored some
     // of this put's chunks meanwhile.
-    info.new_chunks = new_chunks;
+    info.new_chunks = commit.new_chunks;
+    drop(prepared);
     Ok(info)
 }
 

@@ -233,13 +233,23 @@ impl Index {
     /// (pinned) and its alias. Returns whether the layer is new and how many
     /// chunks the index did not have before. A layer that already exists is
     /// pinned again; `recipe_frame` may then be None.
-    pub fn commit_put(&mut self, packs: &[NewPack], layer: &NewLayer) -> Result<(bool, u64)> {
+    pub fn commit_put(&mut self, packs: &[NewPack], layer: &NewLayer) -> Result<PutCommit> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let inserted = insert_put(&tx, packs, layer, true)?;
+        // Another writer committed the same layer, with every chunk, while
+        // this put was writing: its packs are pure duplicates. Record only
+        // the pin (and alias); the caller deletes the packs.
+        let duplicate = !packs.is_empty()
+            && layer_id(&tx, &layer.digest)?.is_some()
+            && all_chunks_stored(&tx, packs)?;
+        let inserted = insert_put(&tx, if duplicate { &[] } else { packs }, layer, true)?;
         tx.commit()?;
-        Ok((inserted.new_layer, inserted.new_chunks))
+        Ok(PutCommit {
+            new_layer: inserted.new_layer,
+            new_chunks: inserted.new_chunks,
+            packs_dropped: duplicate,
+        })
     }
 
     /// Unpins layers, all in one transaction. A layer no image uses is
@@ -283,6 +293,33 @@ pub(super) fn layer_id(conn: &rusqlite::Connection, digest: &Digest) -> Result<O
             |r| r.get(0),
         )
         .optional()?)
+}
+
+/// What [`Index::commit_put`] recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PutCommit {
+    /// The layer was not stored before.
+    pub new_layer: bool,
+    /// Chunks the index did not have.
+    pub new_chunks: u64,
+    /// The put's packs duplicated what another writer had just committed
+    /// and were not recorded: the caller must delete them.
+    pub packs_dropped: bool,
+}
+
+/// Every chunk the frames of `packs` hold already has a row.
+fn all_chunks_stored(conn: &rusqlite::Connection, packs: &[NewPack]) -> Result<bool> {
+    let mut stmt = conn.prepare_cached("SELECT EXISTS(SELECT 1 FROM chunks WHERE hash = ?1)")?;
+    for pack in packs {
+        for frame in &pack.frames {
+            for (id, _, _) in &frame.chunks {
+                if !stmt.query_row([&id.0[..]], |r| r.get::<_, bool>(0))? {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// What [`insert_put`] added.
