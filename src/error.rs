@@ -64,6 +64,14 @@ pub enum Error {
         supported: u32,
     },
 
+    /// There is no store at `path` (a command that only reads or changes a
+    /// store does not create one).
+    #[error("no store at {path} (`layerstore put` or `layerstore image import` creates one)")]
+    NoStore {
+        /// The directory given.
+        path: PathBuf,
+    },
+
     /// The store cannot be used as it is without risking its data: its
     /// index is missing or empty while packs hold data, or packs exist that
     /// the index does not know. `layerstore verify --repair` rebuilds what

@@ -215,6 +215,7 @@ fn put_reads_stdin() {
 fn ls_json_lists_layers() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
+    layerstore::Store::open(&store).unwrap();
     assert!(ls_json(&store).is_empty(), "a new store lists no layers");
 
     let t0 = now();
@@ -353,6 +354,7 @@ fn rm_removes_layers() {
 fn stat_json_reports_figures() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
+    layerstore::Store::open(&store).unwrap();
     let empty = stat_json(&store);
     assert_eq!(empty["layers"], 0, "{empty}");
     assert_eq!(empty["logical_bytes"], 0, "{empty}");
@@ -443,6 +445,7 @@ fn layerstore_dir_selects_the_store() {
     assert_same_bytes(&out.stdout, &tar, "get through LAYERSTORE_DIR");
 
     // --store wins over the environment.
+    layerstore::Store::open(&other).unwrap();
     let out = run(&["--store", other.to_str().unwrap(), "ls", "--json"]);
     assert!(out.status.success());
     let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
@@ -485,4 +488,42 @@ fn closed_stdout_ends_quietly() {
         assert!(stderr.is_empty(), "{args:?}: stderr {stderr:?}");
         assert_eq!(out.status.code(), Some(141), "{args:?}: {:?}", out.status);
     }
+}
+
+/// Only commands that store data create a store, and only in an absent or
+/// empty directory; the others say there is no store and create nothing.
+#[test]
+fn only_writing_commands_create_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("typo");
+    for args in [
+        &["verify"][..],
+        &["ls"],
+        &["stat"],
+        &["gc"],
+        &["image", "ls"],
+        &["verify", "--repair"],
+    ] {
+        let err = cli_err(&typo, args);
+        assert!(err.contains("no store at"), "{args:?}: {err}");
+        assert!(!typo.exists(), "{args:?} created {}", typo.display());
+    }
+    // A directory with other files in it is not made into a store.
+    let foreign = dir.path().join("foreign");
+    fs::create_dir_all(&foreign).unwrap();
+    fs::write(foreign.join("notes"), b"mine").unwrap();
+    let layer = dir.path().join("layer.tar");
+    fs::write(&layer, small_layer(dir.path(), 20)).unwrap();
+    let err = cli_err(&foreign, &["put", layer.to_str().unwrap()]);
+    assert!(err.contains("not empty"), "{err}");
+    assert_eq!(
+        fs::read_dir(&foreign).unwrap().count(),
+        1,
+        "a refused put left files behind"
+    );
+    // An empty directory, or none, becomes a store on the first put.
+    let empty = dir.path().join("empty");
+    fs::create_dir_all(&empty).unwrap();
+    cli_ok(&empty, &["put", layer.to_str().unwrap()]);
+    cli_ok(&empty, &["ls"]);
 }

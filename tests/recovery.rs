@@ -308,7 +308,7 @@ fn concurrent_puts_of_one_new_layer_store_it_once() {
     let one_copy = stat_json(&alone)["pack_bytes"].as_u64().unwrap();
 
     let store = dir.path().join("store");
-    cli_ok(&store, &["stat"]);
+    layerstore::Store::open(&store).unwrap();
     let mut children: Vec<_> = (0..3)
         .map(|_| {
             cli(&store)

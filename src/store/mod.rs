@@ -143,12 +143,23 @@ impl Store {
         Self::open_inner(path.as_ref(), config, false)
     }
 
+    /// Opens the existing store at `path`; refuses with [`Error::NoStore`]
+    /// when there is none, instead of creating one (for commands that only
+    /// read or change a store).
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Store> {
+        let root = path.as_ref();
+        require_store(root)?;
+        Self::open_inner(root, &StoreConfig::default(), false)
+    }
+
     /// Opens the store at `path` to rebuild it: like [`Store::open`], but
     /// when the index is missing or empty and packs exist, starts a new
     /// index (with default settings: the old ones lived only in the lost
     /// index) so that `verify` with `repair` can fill it from the packs.
     pub fn open_for_repair(path: impl AsRef<Path>) -> Result<Store> {
-        Self::open_inner(path.as_ref(), &StoreConfig::default(), true)
+        let root = path.as_ref();
+        require_store(root)?;
+        Self::open_inner(root, &StoreConfig::default(), true)
     }
 
     fn open_inner(path: &Path, config: &StoreConfig, rebuild: bool) -> Result<Store> {
@@ -158,6 +169,13 @@ impl Store {
             return Err(Error::invalid(
                 root.display().to_string(),
                 "store path exists and is not a directory",
+            ));
+        }
+        if !root.join(INDEX_FILE).exists() && !only_store_files(&root)? {
+            return Err(Error::invalid(
+                root.display().to_string(),
+                "is not a layerstore store and not empty; refusing to create a store in it \
+                 (choose a new or empty directory)",
             ));
         }
         fs::create_dir_all(root.join(PACKS_DIR))
@@ -299,6 +317,47 @@ impl Store {
         .context(|| format!("locking {}", path.display()))?;
         Ok(StoreLock { _file: file })
     }
+}
+
+/// [`Error::NoStore`] unless `root` has an index or pack files.
+fn require_store(root: &Path) -> Result<()> {
+    let has_index = root.join(INDEX_FILE).is_file();
+    let has_packs = Packs::new(root.join(PACKS_DIR))
+        .list()
+        .is_ok_and(|files| files.iter().any(|f| f.name.ends_with(".pack")));
+    if has_index || has_packs {
+        Ok(())
+    } else {
+        Err(Error::NoStore {
+            path: root.to_path_buf(),
+        })
+    }
+}
+
+/// True when `root` is absent or holds nothing but a store's own entries:
+/// `packs/`, the index files and the lock (another process may be creating
+/// the store right now; packs without an index are refused later, with a
+/// pointer to repair).
+fn only_store_files(root: &Path) -> Result<bool> {
+    let entries = match fs::read_dir(root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(Error::io(format!("listing {}", root.display()), e)),
+    };
+    for entry in entries {
+        let entry = entry.context(|| format!("listing {}", root.display()))?;
+        let name = entry.file_name();
+        // The index with SQLite's companions (-wal, -shm, -journal).
+        let ok = match name.to_str() {
+            Some(PACKS_DIR | "lock") => true,
+            Some(n) => n.starts_with(INDEX_FILE),
+            None => false,
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// How a command holds the store lock (`flock(2)` on `STORE/lock`).

@@ -151,23 +151,36 @@ fn error_message(error: &anyhow::Error) -> String {
     message
 }
 
-/// Opens the store; `verify --repair` may start a new index over packs
-/// whose index was lost (every other command refuses to).
-fn open_store(path: Option<PathBuf>, for_repair: bool) -> Result<Store> {
+/// How a command opens its store.
+enum Open {
+    /// Commands that store data create the store if there is none.
+    OrCreate,
+    /// Every other command needs an existing store.
+    Existing,
+    /// `verify --repair` may start a new index over packs whose index was
+    /// lost (every other command refuses to).
+    ForRepair,
+}
+
+fn open_store(path: Option<PathBuf>, how: Open) -> Result<Store> {
     let path = path
         .or_else(Store::default_path)
         .ok_or_else(|| anyhow!("no store directory: pass --store DIR or set LAYERSTORE_DIR"))?;
-    let store = if for_repair {
-        Store::open_for_repair(&path)
-    } else {
-        Store::open(&path)
+    let store = match how {
+        Open::OrCreate => Store::open(&path),
+        Open::Existing => Store::open_existing(&path),
+        Open::ForRepair => Store::open_for_repair(&path),
     };
     store.with_context(|| format!("opening store {}", path.display()))
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let for_repair = matches!(cli.command, Command::Verify { repair: true, .. });
-    let store = open_store(cli.store, for_repair)?;
+    let how = match &cli.command {
+        Command::Put { .. } | Command::Image(ImageCommand::Import { .. }) => Open::OrCreate,
+        Command::Verify { repair: true, .. } => Open::ForRepair,
+        _ => Open::Existing,
+    };
+    let store = open_store(cli.store, how)?;
     match cli.command {
         Command::Put {
             file,
