@@ -1723,3 +1723,63 @@ fn no_small_fs_fallback(dir: &Path) {
     store.put_layer_file(&layers[3].path).unwrap();
     assert_store_sound(&store_path, &layers, dir, "fallback, new put");
 }
+
+/// A gc that must wait for the store lock says so, and puts that start
+/// while it waits queue behind it instead of starving it (issue: gc waited
+/// in silence, and a stream of puts could keep it waiting forever).
+#[test]
+fn gc_waits_aloud_and_new_puts_queue_behind_it() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let first = dir.path().join("first.tar");
+    fs::write(&first, tar_layer(&[("a", random_bytes(1, 100_000))])).unwrap();
+    let second = dir.path().join("second.tar");
+    fs::write(&second, tar_layer(&[("b", random_bytes(2, 100_000))])).unwrap();
+    cli_ok(&store, &["put", path_arg(&first)]);
+    // Another holder of the lock, shared, for a few seconds (as a long
+    // get would).
+    let mut holder = Command::new(require_tool("flock"))
+        .arg("-s")
+        .arg(store.join("lock"))
+        .args(["sleep", "3"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let (gc_done, put_done, gc_err, put_err) = std::thread::scope(|s| {
+        let gc = s.spawn(|| {
+            let out = cli(&store).arg("gc").output().unwrap();
+            (started.elapsed(), out)
+        });
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let put = s.spawn(|| {
+            let out = cli(&store).args(["put", path_arg(&second)]).output().unwrap();
+            (started.elapsed(), out)
+        });
+        let (gc_at, gc_out) = gc.join().unwrap();
+        let (put_at, put_out) = put.join().unwrap();
+        assert!(gc_out.status.success(), "gc: {}", describe(&gc_out));
+        assert!(put_out.status.success(), "put: {}", describe(&put_out));
+        (
+            gc_at,
+            put_at,
+            String::from_utf8_lossy(&gc_out.stderr).into_owned(),
+            String::from_utf8_lossy(&put_out.stderr).into_owned(),
+        )
+    });
+    holder.wait().unwrap();
+    assert!(
+        gc_err.contains("waiting for the store lock"),
+        "gc waited in silence: {gc_err:?}"
+    );
+    assert!(
+        put_done >= gc_done,
+        "a put that started while gc waited finished first ({put_done:?} < {gc_done:?}): \
+         gc can be starved"
+    );
+    assert!(
+        put_err.contains("waiting for the store lock"),
+        "the put waited in silence: {put_err:?}"
+    );
+}

@@ -9,6 +9,7 @@
 //!   index.db          SQLite index (WAL), format version and settings
 //!   packs/*.pack      append-only pack files
 //!   lock              flock(2): shared for put/get, exclusive for gc and repair
+//!   lock.gate         flock(2): queues new shared lockers behind a waiting gc
 //!   containers/       containers' root filesystems (see `container`)
 //!   checkouts/        shared image checkouts, reflink sources
 //! ```
@@ -19,19 +20,22 @@
 pub(crate) mod chunker;
 pub(crate) mod digest;
 pub(crate) mod index;
+mod lock;
 pub(crate) mod pack;
 pub(crate) mod packs;
 pub(crate) mod recipe;
 pub(crate) mod split;
 pub(crate) mod tarscan;
 
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
 use crate::store::chunker::ChunkParams;
 use crate::store::index::Index;
 use crate::store::index::PackIntent;
+pub use crate::store::lock::LockWaitNotice;
+pub(crate) use crate::store::lock::{LockMode, StoreLock};
 use crate::store::packs::{PackWriter, Packs};
 
 /// On-disk format version of a store (index schema, pack and recipe formats).
@@ -125,6 +129,7 @@ impl Default for StoreConfig {
 pub struct Store {
     root: PathBuf,
     config: StoreConfig,
+    lock_wait_notice: Option<LockWaitNotice>,
 }
 
 impl Store {
@@ -237,6 +242,7 @@ impl Store {
         Ok(Store {
             root,
             config: stored,
+            lock_wait_notice: None,
         })
     }
 
@@ -303,19 +309,14 @@ impl Store {
 
     /// Takes the store lock (see [`LockMode`]) until the guard is dropped.
     pub(crate) fn lock(&self, mode: LockMode) -> Result<StoreLock> {
-        let path = self.root.join("lock");
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .context(|| format!("opening lock file {}", path.display()))?;
-        match mode {
-            LockMode::Shared => file.lock_shared(),
-            LockMode::Exclusive => file.lock(),
-        }
-        .context(|| format!("locking {}", path.display()))?;
-        Ok(StoreLock { _file: file })
+        lock::acquire(&self.root, mode, self.lock_wait_notice)
+    }
+
+    /// Has `notice` called (once per lock) when an operation must wait for
+    /// the store lock, e.g. to tell a person why nothing happens yet.
+    pub fn with_lock_wait_notice(mut self, notice: LockWaitNotice) -> Store {
+        self.lock_wait_notice = Some(notice);
+        self
     }
 }
 
@@ -349,7 +350,7 @@ fn only_store_files(root: &Path) -> Result<bool> {
         let name = entry.file_name();
         // The index with SQLite's companions (-wal, -shm, -journal).
         let ok = match name.to_str() {
-            Some(PACKS_DIR | "lock") => true,
+            Some(PACKS_DIR | "lock" | "lock.gate") => true,
             Some(n) => n.starts_with(INDEX_FILE),
             None => false,
         };
@@ -358,21 +359,6 @@ fn only_store_files(root: &Path) -> Result<bool> {
         }
     }
     Ok(true)
-}
-
-/// How a command holds the store lock (`flock(2)` on `STORE/lock`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum LockMode {
-    /// Puts, imports, gets and commits: any number at once.
-    Shared,
-    /// gc and repair, which delete and rewrite packs: alone.
-    Exclusive,
-}
-
-/// The store lock, held until dropped.
-#[must_use = "the lock is released when the guard is dropped"]
-pub(crate) struct StoreLock {
-    _file: File,
 }
 
 #[cfg(test)]

@@ -171,7 +171,8 @@ fn open_store(path: Option<PathBuf>, how: Open) -> Result<Store> {
         Open::Existing => Store::open_existing(&path),
         Open::ForRepair => Store::open_for_repair(&path),
     };
-    store.with_context(|| format!("opening store {}", path.display()))
+    let store = store.with_context(|| format!("opening store {}", path.display()))?;
+    Ok(store.with_lock_wait_notice(|why| eprintln!("layerstore: {why}")))
 }
 
 fn run(cli: Cli) -> Result<()> {
