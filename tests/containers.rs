@@ -878,3 +878,59 @@ fn commit_keeps_symlink_targets_exact() {
         );
     }
 }
+
+/// gc removes what interrupted container creates left as soon as their
+/// process is gone (an unlocked owner file proves it), leaves work in
+/// progress alone, and never deletes a container directory it cannot
+/// prove is garbage, however old (issue: `.tmp-*` stayed a day, and an
+/// unrecorded directory, a container whose row was lost, went after one).
+#[test]
+fn gc_removes_only_provable_container_leftovers() {
+    let t = tmp();
+    let layers = simple_image(t.path());
+    let (store, _) = store_with(t.path(), "base:1", &layers);
+    let kept = store.create_container("base:1", Some("kept")).unwrap();
+    let containers = store.path().join("containers");
+    let make = |rel: &str| {
+        fs::create_dir_all(containers.join(rel).join("rootfs")).unwrap();
+        fs::write(containers.join(rel).join("rootfs/file"), b"x").unwrap();
+    };
+    // A create that died: its directory and its (unlocked) owner file.
+    make(".tmp-00000000000000d1");
+    fs::write(containers.join(".owner-00000000000000d1"), b"").unwrap();
+    // A create still running: its owner file is locked.
+    make(".tmp-00000000000000a1");
+    let live = fs::File::create(containers.join(".owner-00000000000000a1")).unwrap();
+    live.lock().unwrap();
+    // A container directory the index does not record, two days old.
+    make("00000000000000u1");
+    let old = Command::new("touch")
+        .args(["-d", "2 days ago"])
+        .arg(containers.join("00000000000000u1"))
+        .status()
+        .unwrap();
+    assert!(old.success());
+
+    let report = store.verify(&layerstore::VerifyOptions::default()).unwrap();
+    let warned = |rel: &str| report.warnings.iter().any(|w| w.subject.ends_with(rel));
+    assert!(warned(".tmp-00000000000000d1"), "{:?}", report.warnings);
+    assert!(warned("00000000000000u1"), "{:?}", report.warnings);
+    assert!(!warned(".tmp-00000000000000a1"), "{:?}", report.warnings);
+
+    store.gc(&GcOptions::default()).unwrap();
+    assert!(
+        !containers.join(".tmp-00000000000000d1").exists(),
+        "dead create kept"
+    );
+    assert!(!containers.join(".owner-00000000000000d1").exists());
+    assert!(
+        containers.join(".tmp-00000000000000a1").exists(),
+        "live create removed"
+    );
+    assert!(
+        containers.join("00000000000000u1/rootfs/file").exists(),
+        "gc deleted a container directory it cannot prove is garbage"
+    );
+    assert!(kept.path.join("etc/motd").exists());
+    drop(live);
+}

@@ -1754,7 +1754,10 @@ fn gc_waits_aloud_and_new_puts_queue_behind_it() {
         });
         std::thread::sleep(std::time::Duration::from_millis(700));
         let put = s.spawn(|| {
-            let out = cli(&store).args(["put", path_arg(&second)]).output().unwrap();
+            let out = cli(&store)
+                .args(["put", path_arg(&second)])
+                .output()
+                .unwrap();
             (started.elapsed(), out)
         });
         let (gc_at, gc_out) = gc.join().unwrap();

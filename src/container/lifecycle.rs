@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::share::{clone_tree, ensure_base, reflink_supported};
 use super::{ContainerInfo, check_name, checkouts_dir, containers_dir, info, not_found};
@@ -18,6 +18,7 @@ use crate::store::Store;
 use crate::store::digest::Digest;
 use crate::store::index::ContainerRow;
 use crate::util::clock::now;
+use crate::util::fs::{Owner, OwnerClaim};
 
 pub(super) fn checkout(store: &Store, image: &str, dir: &Path) -> Result<CheckoutReport> {
     let record = runnable_manifest(&store.index()?, image)?;
@@ -73,6 +74,9 @@ pub(super) fn create(store: &Store, image: &str, name: Option<&str>) -> Result<C
     let dir = containers_dir(store);
     fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
     let tmp = dir.join(format!(".tmp-{id}"));
+    // Held until the container is recorded: gc removes `.tmp-<id>` and an
+    // unrecorded `<id>` only when this claim's process is gone.
+    let _claim = OwnerClaim::take(dir.join(owner_file(&id)))?;
     let owners = running_as_root();
     let layers: Vec<Digest> = record.layers.iter().map(|l| l.diff_id).collect();
     let result = (|| -> Result<ContainerInfo> {
@@ -169,52 +173,111 @@ pub(super) fn remove(store: &Store, name: &str) -> Result<()> {
     remove_tree(&trash)
 }
 
-/// gc's part: removes base checkouts no container uses, directories of
-/// removed containers, and leftovers of interrupted creates older than a
-/// day. Called with the store lock held exclusively. Returns how many
-/// directories went (or would go).
-pub(crate) fn collect_garbage(store: &Store, dry_run: bool) -> Result<u64> {
+/// The owner file beside a directory being built (`<tmp or id>`).
+pub(super) fn owner_file(id: &str) -> String {
+    format!(".owner-{id}")
+}
+
+/// What a directory under `containers/` or `checkouts/` that gc found is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Leftover {
+    /// Being built by a live process: left alone.
+    InProgress,
+    /// Garbage by proof: a removed container, or the work of a process
+    /// that died (its owner file is unlocked).
+    Garbage,
+    /// Not recorded in the index and not provably garbage (a container
+    /// whose index row was lost, or a leftover from before owner files):
+    /// kept, and reported by verify.
+    Unknown,
+}
+
+/// Classifies entry `name` of `containers/` (`checkouts` false) or
+/// `checkouts/` (true). None for what is in use.
+pub(crate) fn classify_leftover(
+    dir: &Path,
+    name: &str,
+    in_use: &HashSet<String>,
+    checkouts: bool,
+) -> Option<Leftover> {
+    if name.starts_with(".owner-") {
+        // A claim whose directory is gone: garbage once its owner is.
+        return match crate::util::fs::owner(&dir.join(name)) {
+            Owner::Alive => None,
+            _ => Some(Leftover::Garbage),
+        };
+    }
+    if !checkouts && name.starts_with(".rm-") {
+        return Some(Leftover::Garbage);
+    }
+    let id = name
+        .strip_prefix(".tmp-")
+        .or_else(|| name.strip_prefix(".reflink-probe-"));
+    let claimed = |id: &str| crate::util::fs::owner(&dir.join(owner_file(id)));
+    match id {
+        Some(id) => Some(match claimed(id.split('-').next().unwrap_or(id)) {
+            Owner::Alive => Leftover::InProgress,
+            Owner::Dead => Leftover::Garbage,
+            // Work that was never claimed: before owner files; a day old
+            // means nobody is still building it.
+            Owner::None if stale(&dir.join(name)) => Leftover::Garbage,
+            Owner::None => Leftover::InProgress,
+        }),
+        None if in_use.contains(name) => None,
+        // A checkout no container uses is rebuilt on demand: garbage.
+        None if checkouts => Some(Leftover::Garbage),
+        None => Some(match claimed(name) {
+            Owner::Alive => Leftover::InProgress,
+            // Renamed into place but never recorded: a create that died.
+            Owner::Dead => Leftover::Garbage,
+            Owner::None => Leftover::Unknown,
+        }),
+    }
+}
+
+fn stale(path: &Path) -> bool {
+    fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age.as_secs() > 24 * 3600)
+}
+
+/// Every entry of `containers/` and `checkouts/` that no container uses,
+/// with what it is.
+pub(crate) fn leftovers(store: &Store) -> Result<Vec<(PathBuf, Leftover)>> {
     let rows = store.index()?.containers()?;
     let used: HashSet<String> = rows.iter().map(|r| r.manifest.hex().to_string()).collect();
-    let ids: HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-    let stale = |path: &Path| {
-        fs::symlink_metadata(path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age.as_secs() > 24 * 3600)
-    };
-    let mut doomed = Vec::new();
-    if let Ok(list) = fs::read_dir(checkouts_dir(store)) {
+    let ids: HashSet<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let mut found = Vec::new();
+    for (dir, in_use, checkouts) in [
+        (checkouts_dir(store), &used, true),
+        (containers_dir(store), &ids, false),
+    ] {
+        let Ok(list) = fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in list.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let keep = if name.starts_with(".tmp-") {
-                !stale(&entry.path())
-            } else {
-                used.contains(&name)
-            };
-            if !keep {
-                doomed.push(entry.path());
+            if let Some(kind) = classify_leftover(&dir, &name, in_use, checkouts) {
+                found.push((entry.path(), kind));
             }
         }
     }
-    if let Ok(list) = fs::read_dir(containers_dir(store)) {
-        for entry in list.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let keep = if name.starts_with(".rm-") {
-                false
-            } else if name.starts_with(".tmp-") || name.starts_with(".reflink-probe-") {
-                !stale(&entry.path())
-            } else {
-                // A directory whose container is not recorded is a create
-                // that was interrupted between rename and commit.
-                ids.contains(name.as_str()) || !stale(&entry.path())
-            };
-            if !keep {
-                doomed.push(entry.path());
-            }
-        }
-    }
+    Ok(found)
+}
+
+/// gc's part: removes base checkouts no container uses, directories of
+/// removed containers, and what interrupted creates left (proved by their
+/// unlocked owner files). Directories it cannot prove are garbage (a
+/// container whose index row was lost) stay. Called with the store lock
+/// held exclusively. Returns how many entries went (or would go).
+pub(crate) fn collect_garbage(store: &Store, dry_run: bool) -> Result<u64> {
+    let doomed: Vec<PathBuf> = leftovers(store)?
+        .into_iter()
+        .filter(|(_, kind)| *kind == Leftover::Garbage)
+        .map(|(path, _)| path)
+        .collect();
     if !dry_run {
         for path in &doomed {
             if path.is_dir() {

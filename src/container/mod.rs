@@ -40,7 +40,7 @@ use crate::store::digest::Digest;
 use crate::store::index::ContainerRow;
 use commit::commit;
 use diff::diff;
-pub(crate) use lifecycle::collect_garbage;
+pub(crate) use lifecycle::{Leftover, collect_garbage, leftovers};
 use lifecycle::{checkout, create, get, list, remove};
 
 /// A container, as listed.

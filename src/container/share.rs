@@ -13,11 +13,13 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, Timespec, Timestamps};
 
 use super::checkouts_dir;
+use super::lifecycle::owner_file;
 use crate::error::{Error, IoContext, Result};
 use crate::rootfs;
 use crate::rootfs::fsops::remove_tree;
 use crate::store::Store;
 use crate::store::digest::Digest;
+use crate::util::fs::OwnerClaim;
 
 /// Does the filesystem holding `dir` clone files (FICLONE)?
 pub(super) fn reflink_supported(dir: &Path) -> bool {
@@ -54,7 +56,9 @@ pub(super) fn ensure_base(
         return Ok(base);
     }
     fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(format!(".tmp-{}", crate::util::fs::random_hex(8)));
+    let tag = crate::util::fs::random_hex(8);
+    let tmp = dir.join(format!(".tmp-{tag}"));
+    let _claim = OwnerClaim::take(dir.join(owner_file(&tag)))?;
     let built = rootfs::prepare_empty_dir(&tmp)
         .and_then(|()| rootfs::apply_layers(store, layers, &tmp, owners).map(|_| ()));
     if let Err(e) = built {

@@ -162,6 +162,28 @@ fn check(store: &Store, index: &Index, full: bool) -> Result<(VerifyReport, Dama
             }
         }
     }
+    for (path, kind) in crate::container::leftovers(store)? {
+        let subject = path
+            .strip_prefix(store.path())
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        let detail = match kind {
+            crate::container::Leftover::InProgress => continue,
+            crate::container::Leftover::Garbage => {
+                "left by an interrupted or removed container, or an unused image checkout; \
+                 gc removes it"
+            }
+            crate::container::Leftover::Unknown => {
+                "a container directory the index does not record (its row was lost?); \
+                 gc keeps it"
+            }
+        };
+        report.warnings.push(Problem {
+            subject,
+            detail: detail.into(),
+        });
+    }
     for name in index.damaged_packs()? {
         report.warnings.push(Problem {
             subject: format!("pack {name}"),

@@ -71,3 +71,55 @@ pub(crate) fn dir_size(dir: &Path, skip: &[&str]) -> Result<u64> {
     }
     Ok(total)
 }
+
+/// A claim on work in progress (a directory being built): an exclusively
+/// `flock`ed file beside it. The lock dies with the process, so another
+/// process can tell a live writer from the leftovers of a crashed one.
+/// Dropping the claim removes the file.
+pub(crate) struct OwnerClaim {
+    path: PathBuf,
+    _file: File,
+}
+
+impl OwnerClaim {
+    /// Creates and locks the owner file `path`.
+    pub(crate) fn take(path: PathBuf) -> Result<OwnerClaim> {
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .context(|| format!("creating {}", path.display()))?;
+        file.lock()
+            .context(|| format!("locking {}", path.display()))?;
+        Ok(OwnerClaim { path, _file: file })
+    }
+}
+
+impl Drop for OwnerClaim {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Who owns the work an owner file at `path` claims.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// No owner file: the work was not claimed (or is finished).
+    None,
+    /// A live process holds the claim.
+    Alive,
+    /// The claim's process is gone: what it was building is garbage.
+    Dead,
+}
+
+/// Checks the owner file at `path` without disturbing a live owner.
+pub(crate) fn owner(path: &Path) -> Owner {
+    let Ok(file) = File::open(path) else {
+        return Owner::None;
+    };
+    match file.try_lock() {
+        Ok(()) => Owner::Dead,
+        Err(_) => Owner::Alive,
+    }
+}
