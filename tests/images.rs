@@ -1529,3 +1529,57 @@ fn image_rm_removes_all_names_or_none() {
     cli_ok(&store_dir, &["image", "rm", "ns/a:1", "ns/b:1", "ns/a:1"]);
     assert!(names(&store_dir).is_empty());
 }
+
+/// `image import` reads docker archives compressed with gzip or zstd and
+/// archives on standard input, as `docker load` does; a damaged compressed
+/// archive fails with a clear message, and nothing is left behind.
+#[test]
+fn compressed_and_piped_archives_import() {
+    let t = tmp();
+    let mut rng = Rng::new(79);
+    let layer = tar_layer(&[("f", &rng.bytes(80_000))]);
+    let archive = t.path().join("plain.tar");
+    docker_archive(&archive, &["ns/c:1"], &[&layer]);
+    let plain = fs::read(&archive).unwrap();
+    let gz = t.path().join("image.tar.gz");
+    fs::write(&gz, gzip(&plain)).unwrap();
+    let zst = t.path().join("image.tar.zst");
+    fs::write(&zst, zstd(&plain)).unwrap();
+    for (what, file) in [("gzip", &gz), ("zstd", &zst)] {
+        let store_dir = t.path().join(format!("store-{what}"));
+        cli_ok(&store_dir, &["image", "import", path_arg(file)]);
+        let store = Store::open(&store_dir).unwrap();
+        assert_eq!(get(&store, &sha(&layer)), layer, "{what} archive");
+        let leftovers: Vec<_> = fs::read_dir(&store_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".spool"))
+            .collect();
+        assert!(leftovers.is_empty(), "{what}: {leftovers:?}");
+    }
+    // Standard input, plain and compressed.
+    for (what, bytes) in [("plain", plain.clone()), ("gzip", gzip(&plain))] {
+        let store_dir = t.path().join(format!("store-stdin-{what}"));
+        let out = run_with_input(cli(&store_dir).args(["image", "import", "-"]), &bytes);
+        assert!(out.status.success(), "stdin {what}: {}", describe(&out));
+        let store = Store::open(&store_dir).unwrap();
+        assert_eq!(get(&store, &sha(&layer)), layer, "stdin {what}");
+    }
+    // A truncated gzip archive: refused by name, the store unchanged.
+    let store_dir = t.path().join("store-bad");
+    cli_ok(&store_dir, &["image", "import", path_arg(&gz)]);
+    let before = snapshot(&store_dir);
+    let gz_bytes = fs::read(&gz).unwrap();
+    let cut = t.path().join("cut.tar.gz");
+    fs::write(&cut, &gz_bytes[..gz_bytes.len() / 2]).unwrap();
+    let stderr = cli_err(&store_dir, &["image", "import", path_arg(&cut), "--force"]);
+    assert!(
+        stderr.contains("cut.tar.gz") && stderr.contains("gzip"),
+        "{stderr}"
+    );
+    assert_eq!(
+        snapshot(&store_dir),
+        before,
+        "a failed import changed the store"
+    );
+}

@@ -372,7 +372,7 @@ pub(super) fn import(
     if let Some(n) = name_override {
         oci::check_image_name(n)?;
     }
-    let src = Source::open(path)?;
+    let src = Source::open(path, store.path())?;
     let format = if src.has("index.json") {
         "oci"
     } else if src.has("manifest.json") {

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
 use crate::image::oci::{self, Descriptor};
+use crate::layer::input::{Compression, unsupported_compression};
 use crate::store::digest::Digest;
+use crate::util::fs::Spool;
 
 /// Symlinks inside an archive are followed at most this many times.
 const MAX_LINK_HOPS: usize = 16;
@@ -31,18 +33,80 @@ pub(super) enum Source {
         path: PathBuf,
         name: String,
         items: HashMap<String, TarItem>,
+        /// The decompressed (or piped) archive, when `path` is a spool.
+        _spool: Option<Spool>,
     },
 }
 
 impl Source {
-    pub(super) fn open(path: &Path) -> Result<Source> {
-        let name = path.display().to_string();
-        let meta = fs::metadata(path).context(|| format!("cannot open {name}"))?;
-        if meta.is_dir() {
-            let root = fs::canonicalize(path).context(|| format!("resolving {name}"))?;
-            return Ok(Source::Dir { root, name });
+    /// Opens a layout directory, or an archive: a tar, or a tar compressed
+    /// with gzip or zstd (as `docker save | gzip` writes), or `-` for
+    /// standard input. A compressed or piped archive is first spooled,
+    /// decompressed, into `spool_dir`, since reading it needs to seek.
+    pub(super) fn open(path: &Path, spool_dir: &Path) -> Result<Source> {
+        let stdin = path.as_os_str() == "-";
+        let name = if stdin {
+            "standard input".to_string()
+        } else {
+            path.display().to_string()
+        };
+        let mut input: Box<dyn Read> = if stdin {
+            Box::new(std::io::stdin().lock())
+        } else {
+            let meta = fs::metadata(path).context(|| format!("cannot open {name}"))?;
+            if meta.is_dir() {
+                let root = fs::canonicalize(path).context(|| format!("resolving {name}"))?;
+                return Ok(Source::Dir { root, name });
+            }
+            Box::new(File::open(path).context(|| format!("cannot open {name}"))?)
+        };
+        let mut magic = [0u8; 10];
+        let mut got = 0;
+        while got < magic.len() {
+            match input.read(&mut magic[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(format!("reading {name}"), e)),
+            }
         }
-        let file = File::open(path).context(|| format!("cannot open {name}"))?;
+        let magic = &magic[..got];
+        if let Some(format) = unsupported_compression(magic) {
+            return Err(Error::invalid(
+                name,
+                format!(
+                    "the archive is {format}-compressed; layerstore reads image archives as \
+                     tar, gzip or zstd (decompress it first)"
+                ),
+            ));
+        }
+        let compression = Compression::detect(magic);
+        let mut whole = std::io::Cursor::new(magic.to_vec()).chain(input);
+        let read_failed = |format: &'static str| {
+            let name = name.clone();
+            move |e: std::io::Error| match format {
+                "" => Error::io(format!("reading {name}"), e),
+                _ => Error::invalid(
+                    name.clone(),
+                    format!("cannot decompress it as {format}: {e}"),
+                ),
+            }
+        };
+        let spool = match compression {
+            Compression::None if !stdin => None,
+            Compression::None => Some(Spool::fill(spool_dir, &mut whole, read_failed(""))?),
+            Compression::Gzip => {
+                let mut d = flate2::read::MultiGzDecoder::new(whole);
+                Some(Spool::fill(spool_dir, &mut d, read_failed("gzip"))?)
+            }
+            Compression::Zstd => {
+                let mut d = zstd::stream::read::Decoder::new(whole)
+                    .map_err(|e| Error::io(format!("reading {name}"), e))?;
+                Some(Spool::fill(spool_dir, &mut d, read_failed("zstd"))?)
+            }
+        };
+        let tar_path = spool.as_ref().map_or(path, |s| s.path()).to_path_buf();
+        let file = File::open(&tar_path).context(|| format!("cannot open {name}"))?;
         let mut archive = tar::Archive::new(file);
         let mut items = HashMap::new();
         let entries = archive
@@ -87,9 +151,10 @@ impl Source {
             items.insert(normal, item);
         }
         Ok(Source::Tar {
-            path: path.to_path_buf(),
+            path: tar_path,
             name,
             items,
+            _spool: spool,
         })
     }
 
@@ -132,7 +197,9 @@ impl Source {
                     .len();
                 Ok((Box::new(file), size))
             }
-            Source::Tar { path, name, items } => {
+            Source::Tar {
+                path, name, items, ..
+            } => {
                 let mut current = rel.to_string();
                 for _ in 0..MAX_LINK_HOPS {
                     match items.get(&current) {

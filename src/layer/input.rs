@@ -101,7 +101,7 @@ impl<R: Read> Read for Tap<R> {
 
 /// Compressions recognised by their magic but not read: refused, so that
 /// their bytes are never stored under a "DiffID" that is not a tar's.
-fn unsupported_compression(magic: &[u8]) -> Option<&'static str> {
+pub(crate) fn unsupported_compression(magic: &[u8]) -> Option<&'static str> {
     const XZ: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0];
     // "BZh", a block size digit, then a block or end-of-stream magic.
     const BZIP2_BLOCK: &[u8] = &[0x31, 0x41, 0x59, 0x26, 0x53, 0x59];

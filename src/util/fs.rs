@@ -123,3 +123,54 @@ pub(crate) fn owner(path: &Path) -> Owner {
         Err(_) => Owner::Alive,
     }
 }
+
+/// A temporary file, removed when dropped: the tar of an image archive
+/// that arrived compressed or on a pipe, where import needs to seek.
+pub(crate) struct Spool {
+    path: PathBuf,
+}
+
+impl Spool {
+    /// Writes everything `input` yields to a new hidden file in `dir`;
+    /// `bad_input` turns a read error into the caller's error.
+    pub(crate) fn fill(
+        dir: &Path,
+        input: &mut dyn std::io::Read,
+        bad_input: impl Fn(std::io::Error) -> Error,
+    ) -> Result<Spool> {
+        use std::io::Write as _;
+        let path = dir.join(format!(".spool-{}.tmp", random_hex(8)));
+        let spool = Spool { path };
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&spool.path)
+            .context(|| format!("creating {}", spool.path.display()))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(bad_input(e)),
+            };
+            out.write_all(&buf[..n])
+                .context(|| format!("writing {}", spool.path.display()))?;
+        }
+        out.into_inner()
+            .map_err(|e| Error::io(format!("writing {}", spool.path.display()), e.into_error()))?;
+        Ok(spool)
+    }
+
+    /// Where it is.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
