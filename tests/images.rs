@@ -1583,3 +1583,71 @@ fn compressed_and_piped_archives_import() {
         "a failed import changed the store"
     );
 }
+
+/// Export says what it changed, truthfully: a docker archive carries no
+/// manifest (so the manifest digest is never kept) and adds `:latest` to a
+/// name without a tag; an OCI export that rewrites a Docker v2 manifest
+/// says it is OCI now (issue: `digest_changed: false`, silent conversion).
+#[test]
+fn export_reports_what_it_changed() {
+    let t = tmp();
+    let mut rng = Rng::new(80);
+    let layer = tar_layer(&[("f", &rng.bytes(40_000))]);
+    let store_dir = t.path().join("store");
+    let store = Store::open(&store_dir).unwrap();
+
+    // A Docker v2 manifest with a gzip layer, in an OCI layout.
+    let dir = t.path().join("docker-v2");
+    let layout = Layout::new(&dir);
+    let gz = gzip(&layer);
+    let config = layout.blob(
+        "application/vnd.docker.container.image.v1+json",
+        &config_json("amd64", &[sha(&layer)]),
+    );
+    let layer_desc = layout.blob("application/vnd.docker.image.rootfs.diff.tar.gzip", &gz);
+    let manifest = serde_json::to_vec_pretty(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": config,
+        "layers": [layer_desc],
+    }))
+    .unwrap();
+    let m = layout.blob(
+        "application/vnd.docker.distribution.manifest.v2+json",
+        &manifest,
+    );
+    layout.index(&[named(m.clone(), "base")]);
+    store.import_image(&dir, None).unwrap();
+
+    let rep = store
+        .export_images(&["base".into()], ExportFormat::Oci, t.path().join("oci"))
+        .unwrap();
+    let e = &rep.images[0];
+    assert!(e.digest_changed, "{e:?}");
+    let note = e.note.clone().unwrap_or_default();
+    assert!(
+        note.contains("uncompressed") && note.contains("OCI manifest"),
+        "{note}"
+    );
+
+    let rep = store
+        .export_images(
+            &["base".into()],
+            ExportFormat::DockerArchive,
+            t.path().join("image.tar"),
+        )
+        .unwrap();
+    let e = &rep.images[0];
+    assert!(
+        e.digest_changed,
+        "a docker archive keeps no manifest digest: {e:?}"
+    );
+    assert_eq!(e.exported_digest.to_string(), m["digest"].as_str().unwrap());
+    let note = e.note.clone().unwrap_or_default();
+    assert!(
+        note.contains("no manifest")
+            && note.contains(config["digest"].as_str().unwrap())
+            && note.contains("base:latest"),
+        "{note}"
+    );
+}

@@ -168,13 +168,14 @@ impl LayoutWriter<'_> {
         }
         let out = serde_json::to_vec(&doc)
             .map_err(|e| Error::corrupt(format!("encoding manifest: {e}")))?;
-        Ok((
-            out,
-            Some(format!(
-                "{} compressed layer(s) written uncompressed (the original compressed blobs are not kept byte for byte)",
-                rewritten.len()
-            )),
-        ))
+        let mut note = format!(
+            "{} compressed layer(s) written uncompressed (the original compressed blobs are not kept byte for byte)",
+            rewritten.len()
+        );
+        if media_type_of_manifest(&bytes) == Some(oci::MT_DOCKER_MANIFEST) {
+            note.push_str("; the Docker v2 manifest was rewritten as an OCI manifest");
+        }
+        Ok((out, Some(note)))
     }
 }
 
@@ -340,16 +341,25 @@ fn export_docker(
             .find(|m| m.platform.as_deref() == Some("linux/amd64"))
             .or_else(|| manifests.first())
             .ok_or_else(|| Error::corrupt(format!("image {name:?} has no manifest")))?;
-        let note = (manifests.len() > 1).then(|| {
-            format!(
+        // What a docker archive cannot carry, said plainly: it has no
+        // manifest at all (`docker load` identifies the image by its config,
+        // and its layers are uncompressed tars), one platform, and tags.
+        let mut notes = vec![format!(
+            "docker archives carry no manifest: the image is its config {} (its image ID) and \
+             {} uncompressed layer(s); the manifest digest is not kept",
+            chosen.config,
+            chosen.layers.len()
+        )];
+        if manifests.len() > 1 {
+            notes.push(format!(
                 "docker archives hold one platform: wrote {} of {} manifests",
                 chosen
                     .platform
                     .clone()
                     .unwrap_or_else(|| chosen.digest.to_string()),
                 manifests.len()
-            )
-        });
+            ));
+        }
         let (_, config) = index
             .blob(&chosen.config)?
             .ok_or_else(|| Error::corrupt(format!("config {} is not stored", chosen.config)))?;
@@ -373,6 +383,11 @@ fn export_docker(
             layer_paths.push(layer_path);
         }
         let tag = docker_tag(name);
+        match &tag {
+            Some(t) if t != name => notes.push(format!("tagged {t} (docker archives need a tag)")),
+            None => notes.push("written without a tag (a digest is not a docker tag)".into()),
+            _ => {}
+        }
         match by_config.get(&chosen.config) {
             Some(&i) if entries[i]["Layers"] == json!(layer_paths) => {
                 if let (Some(tag), Some(tags)) = (tag, entries[i]["RepoTags"].as_array_mut()) {
@@ -388,8 +403,8 @@ fn export_docker(
             name: name.clone(),
             stored_digest: *digest,
             exported_digest: chosen.digest,
-            digest_changed: false,
-            note,
+            digest_changed: true,
+            note: Some(notes.join("; ")),
         });
     }
     let manifest = serde_json::to_vec(&entries)
@@ -418,4 +433,14 @@ fn docker_tag(name: &str) -> Option<String> {
     } else {
         format!("{name}:latest")
     })
+}
+
+/// The `mediaType` a stored manifest declares, if any.
+fn media_type_of_manifest(bytes: &[u8]) -> Option<&'static str> {
+    let doc: Value = serde_json::from_slice(bytes).ok()?;
+    match doc.get("mediaType")?.as_str()? {
+        oci::MT_DOCKER_MANIFEST => Some(oci::MT_DOCKER_MANIFEST),
+        oci::MT_OCI_MANIFEST => Some(oci::MT_OCI_MANIFEST),
+        _ => None,
+    }
 }

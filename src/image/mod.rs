@@ -152,9 +152,13 @@ pub struct ExportedImage {
     pub name: String,
     /// Digest as stored.
     pub stored_digest: Digest,
-    /// Digest as written (differs when layers had to be rewritten).
+    /// Digest as written: the manifest's or index's in an OCI layout
+    /// (differs when layers had to be rewritten); in a docker archive,
+    /// which carries no manifest, the manifest whose config and layers were
+    /// written.
     pub exported_digest: Digest,
-    /// True when the manifest (or index) digest changed.
+    /// True when what was written no longer carries the stored manifest
+    /// (or index) digest: always for a docker archive.
     pub digest_changed: bool,
     /// Why it changed, if it did.
     pub note: Option<String>,
