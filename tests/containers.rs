@@ -934,3 +934,27 @@ fn gc_removes_only_provable_container_leftovers() {
     assert!(kept.path.join("etc/motd").exists());
     drop(live);
 }
+
+/// `container diff` prints each path on one line (a newline in a name is
+/// escaped), and refuses a root filesystem that was replaced by a symlink
+/// instead of reading through it.
+#[test]
+fn container_diff_text_is_one_path_a_line_and_never_follows_the_root() {
+    let t = tmp();
+    let layers = simple_image(t.path());
+    let (store, _) = store_with(t.path(), "base:1", &layers);
+    let c = store.create_container("base:1", Some("odd")).unwrap();
+    fs::write(c.path.join("two\nlines"), b"x").unwrap();
+    let out = cli_ok(store.path(), &["container", "diff", "odd"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(text, "A /two\\nlines\n", "{text:?}");
+
+    // The root filesystem replaced by a symlink to another tree.
+    let elsewhere = t.path().join("elsewhere");
+    fs::create_dir_all(elsewhere.join("secret")).unwrap();
+    fs::rename(&c.path, t.path().join("moved-rootfs")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &c.path).unwrap();
+    let err = store.container_diff("odd").unwrap_err().to_string();
+    assert!(err.contains("not a directory"), "{err}");
+    assert!(store.commit_container("odd", "odd:1").is_err());
+}

@@ -1651,3 +1651,53 @@ fn export_reports_what_it_changed() {
         "{note}"
     );
 }
+
+/// Names that would mislead or escape are refused: path segments `.` and
+/// `..`, empty segments, and names that read as digests.
+#[test]
+fn misleading_names_are_refused() {
+    let t = tmp();
+    let mut rng = Rng::new(81);
+    let layer = tar_layer(&[("f", &rng.bytes(10_000))]);
+    let archive = t.path().join("a.tar");
+    docker_archive(&archive, &["ns/a:1"], &[&layer]);
+    let store_dir = t.path().join("store");
+    cli_ok(&store_dir, &["image", "import", path_arg(&archive)]);
+    let other_digest = sha(b"another image");
+    for bad in ["../../evil", "a//b", "/abs:1", other_digest.as_str()] {
+        let stderr = cli_err(&store_dir, &["image", "tag", "ns/a:1", bad]);
+        assert!(stderr.contains("image name"), "{bad}: {stderr}");
+        let stderr = cli_err(
+            &store_dir,
+            &["image", "import", path_arg(&archive), "--name", bad],
+        );
+        assert!(stderr.contains("image name"), "{bad}: {stderr}");
+    }
+    let names: Vec<String> = Store::open(&store_dir)
+        .unwrap()
+        .images()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(names, ["ns/a:1"]);
+}
+
+/// A layout whose index names one tag for two different images is refused
+/// (issue: the last one silently won).
+#[test]
+fn one_name_for_two_images_is_refused() {
+    let t = tmp();
+    let mut rng = Rng::new(82);
+    let dir = t.path().join("layout");
+    let layout = Layout::new(&dir);
+    let a = layout.image("amd64", &[&tar_layer(&[("a", &rng.bytes(5_000))])]);
+    let b = layout.image("amd64", &[&tar_layer(&[("b", &rng.bytes(5_000))])]);
+    layout.index(&[named(a, "x:1"), named(b, "x:1")]);
+    let store_dir = t.path().join("store");
+    let stderr = cli_err(&store_dir, &["image", "import", path_arg(&dir)]);
+    assert!(
+        stderr.contains("\"x:1\"") && stderr.contains("two different images"),
+        "{stderr}"
+    );
+}

@@ -35,10 +35,24 @@ pub(super) fn os_path(rel: &[u8]) -> &Path {
 /// Walks a container's root (never following symlinks). File nodes carry
 /// no hash yet (all zero); see [`file_hash`].
 fn scan(root: &Path) -> Result<BTreeMap<Vec<u8>, FsEntry>> {
+    // The root itself must be a real directory: `root.join("")` would end
+    // in a slash, and a trailing slash follows a symlink put in its place.
+    let root_meta = fs::symlink_metadata(root).context(|| format!("reading {}", root.display()))?;
+    if !root_meta.is_dir() {
+        return Err(Error::invalid(
+            root.display().to_string(),
+            "the container's root filesystem is not a directory (replaced by a symlink?); \
+             refusing to read through it",
+        ));
+    }
     let mut out = BTreeMap::new();
     let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
     while let Some(rel) = stack.pop() {
-        let path = root.join(os_path(&rel));
+        let path = if rel.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(os_path(&rel))
+        };
         let meta = fs::symlink_metadata(&path).context(|| format!("reading {}", path.display()))?;
         let ft = meta.file_type();
         let kind = if ft.is_dir() {

@@ -261,7 +261,10 @@ fn import_oci(
             .map(str::to_string)
             .or_else(|| desc.ref_name().map(str::to_string))
             .unwrap_or_else(|| digest.to_string());
-        oci::check_image_name(&name)?;
+        // An unnamed image goes by its own digest; any other name is checked.
+        if name != digest.to_string() {
+            oci::check_image_name(&name)?;
+        }
         named.push((name, digest, manifests));
     }
     Ok(named)
@@ -356,7 +359,9 @@ fn import_docker(
                 .unwrap_or_else(|| vec![digest.to_string()]),
         };
         for name in names {
-            oci::check_image_name(&name)?;
+            if name != digest.to_string() {
+                oci::check_image_name(&name)?;
+            }
             named.push((name, digest, vec![digest]));
         }
     }
@@ -401,6 +406,19 @@ pub(super) fn import(
     } else {
         import_docker(&mut imp, name_override)?
     };
+    // One name for two different images is ambiguous: which one it means
+    // is not the archive's to decide by order.
+    let mut seen: HashMap<&str, &Digest> = HashMap::new();
+    for (name, digest, _) in &named {
+        if let Some(first) = seen.insert(name, digest)
+            && first != digest
+        {
+            return Err(Error::invalid(
+                imp.src.name().to_string(),
+                format!("names two different images {name:?} ({first} and {digest})"),
+            ));
+        }
+    }
     let Importer {
         src: _,
         ctx,

@@ -442,12 +442,53 @@ pub fn check_image_name(name: &str) -> Result<()> {
             &format!("{name:?} is not a valid image name (1-255 characters, no spaces)"),
         ));
     }
+    // Names become paths and references elsewhere (docker tags, export
+    // directories, registry repositories): no empty, `.` or `..` segments.
+    let repository = name.split(['@']).next().unwrap_or(name);
+    if repository
+        .split('/')
+        .any(|segment| segment.is_empty() || segment == "." || segment == "..")
+    {
+        return Err(invalid(
+            "image name",
+            &format!(
+                "{name:?} is not a valid image name (no empty, \".\" or \"..\" path segments)"
+            ),
+        ));
+    }
+    // A name that reads as a digest would pass for one.
+    if Digest::parse(name).is_ok() {
+        return Err(invalid(
+            "image name",
+            &format!("{name:?} looks like a digest; name images with a repository and tag"),
+        ));
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn misleading_image_names_are_refused() {
+        for ok in ["base", "ns/app:1", "localhost:5000/a/b:tag", "a/b@sha256:x"] {
+            assert!(check_image_name(ok).is_ok(), "{ok}");
+        }
+        let digest = Digest::of(b"x").to_string();
+        for bad in [
+            "../../evil",
+            "a/../b",
+            "/abs",
+            "a//b",
+            "a/",
+            "./x",
+            digest.as_str(),
+            "has space",
+        ] {
+            assert!(check_image_name(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn paths_cannot_escape() {

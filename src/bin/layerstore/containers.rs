@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use layerstore::Store;
 
-use crate::output::{human, outln, print_json, utc};
+use crate::output::{escape_controls, human, outln, print_json, utc};
 
 #[derive(Subcommand)]
 pub(crate) enum ContainerCommand {
@@ -108,7 +108,7 @@ pub(crate) fn container(store: &Store, cmd: ContainerCommand) -> Result<()> {
                 return print_json(&list);
             }
             outln!(
-                "{:<20}  {:<30}  {:<20}  {:<8}  PATH",
+                "{:<20}  {:<30}  {:<23}  {:<8}  PATH",
                 "NAME",
                 "IMAGE",
                 "CREATED",
@@ -116,7 +116,7 @@ pub(crate) fn container(store: &Store, cmd: ContainerCommand) -> Result<()> {
             );
             for c in list {
                 outln!(
-                    "{:<20}  {:<30}  {:<20}  {:<8}  {}",
+                    "{:<20}  {:<30}  {:<23}  {:<8}  {}",
                     c.name,
                     c.image,
                     utc(c.created),
@@ -143,7 +143,7 @@ pub(crate) fn container(store: &Store, cmd: ContainerCommand) -> Result<()> {
                     layerstore::ChangeKind::Changed => 'C',
                     layerstore::ChangeKind::Deleted => 'D',
                 };
-                outln!("{letter} {}", c.path);
+                outln!("{letter} {}", escape_controls(&c.path));
             }
             Ok(())
         }

@@ -116,7 +116,7 @@ pub(crate) fn ls(store: &Store, json: bool) -> Result<()> {
         return Ok(());
     }
     outln!(
-        "{:<71}  {:>10}  {:>10}  {:>6}  {:<20}  PINNED",
+        "{:<71}  {:>10}  {:>10}  {:>6}  {:<23}  PINNED",
         "DIGEST",
         "SIZE",
         "STORED",
@@ -130,7 +130,7 @@ pub(crate) fn ls(store: &Store, json: bool) -> Result<()> {
             100.0 * l.stored_share as f64 / l.size as f64
         };
         outln!(
-            "{:<71}  {:>10}  {:>10}  {:>5.1}%  {:<20}  {}",
+            "{:<71}  {:>10}  {:>10}  {:>5.1}%  {:<23}  {}",
             l.digest.to_string(),
             human(l.size),
             human(l.stored_share),

@@ -48,12 +48,12 @@ pub(crate) fn progress_bar(total: Option<u64>, what: &str) -> Option<ProgressBar
 /// Parses sizes like `512`, `64K`, `10M`, `2G`, `1T` (powers of 1024).
 pub(crate) fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let s = s.trim();
-    let (digits, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
+    let (number, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
         .map(|i| s.split_at(i))
         .unwrap_or((s, ""));
-    let base: u64 = digits.parse().map_err(|_| format!("invalid size {s:?}"))?;
     let shift = match unit
+        .trim()
         .trim_end_matches(['i', 'B', 'b'])
         .to_ascii_uppercase()
         .as_str()
@@ -63,10 +63,20 @@ pub(crate) fn parse_size(s: &str) -> std::result::Result<u64, String> {
         "M" => 20,
         "G" => 30,
         "T" => 40,
-        _ => return Err(format!("invalid size unit in {s:?}")),
+        _ => return Err(format!("invalid size unit in {s:?} (use K, M, G or T)")),
     };
-    base.checked_mul(1 << shift)
-        .ok_or_else(|| format!("size {s:?} is too large"))
+    let too_large = || format!("size {s:?} is too large");
+    if number.contains('.') {
+        // `1.5G`: a fraction of the unit, rounded down to whole bytes.
+        let value: f64 = number.parse().map_err(|_| format!("invalid size {s:?}"))?;
+        let bytes = value * (1u64 << shift) as f64;
+        if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+            return Err(too_large());
+        }
+        return Ok(bytes as u64);
+    }
+    let base: u64 = number.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    base.checked_mul(1 << shift).ok_or_else(too_large)
 }
 
 pub(crate) fn human(bytes: u64) -> String {
@@ -84,10 +94,50 @@ pub(crate) fn human(bytes: u64) -> String {
     }
 }
 
-/// Unix seconds as `YYYY-MM-DD HH:MM:SS` UTC.
+/// A path for one line of text output: control characters (a newline in a
+/// file name) and backslashes escaped, so that each path stays one line.
+pub(crate) fn escape_controls(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        if c == '\\' || c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
 pub(crate) fn utc(secs: i64) -> String {
-    layerstore::rfc3339(secs)
-        .replacen('T', " ", 1)
-        .trim_end_matches('Z')
-        .to_string()
+    let time = layerstore::rfc3339(secs).replacen('T', " ", 1);
+    format!("{} UTC", time.trim_end_matches('Z'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("10MiB"), Ok(10 << 20));
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_size("0.5k"), Ok(512));
+        assert!(parse_size("1.2.3G").is_err());
+        assert!(parse_size("5X").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_controls("a\nb\\c\td"), "a\\nb\\\\c\\td");
+        assert_eq!(escape_controls("plain/ü"), "plain/ü");
+    }
+
+    #[test]
+    fn times_say_their_zone() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+    }
 }
