@@ -64,6 +64,12 @@ pub enum Error {
         supported: u32,
     },
 
+    /// layerstore broke one of its own invariants: a bug, not a property
+    /// of the store or the input (never reported as corruption, so nobody
+    /// is sent to repair a store that is fine).
+    #[error("internal error in layerstore (a bug, please report it): {0}")]
+    Bug(String),
+
     /// There is no store at `path` (a command that only reads or changes a
     /// store does not create one).
     #[error("no store at {path} (`layerstore put` or `layerstore image import` creates one)")]
@@ -134,6 +140,11 @@ impl Error {
         Error::Corrupt(what.into())
     }
 
+    /// Builds an [`Error::Bug`]: an invariant of layerstore's own code broke.
+    pub(crate) fn bug(what: impl Into<String>) -> Self {
+        Error::Bug(what.into())
+    }
+
     /// Builds an [`Error::NotFound`] for `what` (e.g. `layer sha256:..`).
     pub fn not_found(what: impl Into<String>) -> Self {
         Error::NotFound { what: what.into() }
@@ -171,5 +182,19 @@ pub(crate) fn join_worker<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T 
     match handle.join() {
         Ok(value) => value,
         Err(payload) => std::panic::resume_unwind(payload),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bug never tells the user the store is corrupt.
+    #[test]
+    fn bugs_are_not_corruption() {
+        let bug = Error::bug("no pack writer");
+        assert!(!matches!(bug, Error::Corrupt(_)));
+        let text = bug.to_string();
+        assert!(text.contains("bug") && !text.contains("corrupt"), "{text}");
     }
 }

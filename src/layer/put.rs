@@ -194,7 +194,7 @@ pub(crate) fn prepare_put<R: Read + Send>(
             (Ok(None), Err(e)) | (Ok(Some(_)), Err(e)) => Err(e),
             // Bad input: the reader's error explains why splitting stopped.
             (Err(e), _) => Err(e),
-            (Ok(None), Ok(_)) => Err(Error::corrupt("input ended without a result")),
+            (Ok(None), Ok(_)) => Err(Error::bug("input ended without a result")),
         }
     })
 }
@@ -377,7 +377,7 @@ fn finish_prepare(
     let recipe = stored
         .recipe
         .take()
-        .ok_or_else(|| Error::corrupt("recipe taken twice"))?;
+        .ok_or_else(|| Error::bug("recipe taken twice"))?;
     if recipe.total_len() != read.size {
         return Err(Error::corrupt(format!(
             "split {} bytes but read {}",
@@ -459,7 +459,7 @@ fn compress_frame(
         }
         match slot.as_mut() {
             Some((_, c)) => pack::encode_chunk_frame(chunks, raw, c),
-            None => Err(Error::corrupt("compressor missing")),
+            None => Err(Error::bug("compressor missing")),
         }
     })
 }
@@ -548,7 +548,7 @@ impl FrameWriter {
         let (seq, result) = self
             .done_rx
             .recv()
-            .map_err(|_| Error::corrupt("compression worker vanished"))?;
+            .map_err(|_| Error::bug("compression worker vanished"))?;
         self.accept(seq, result)
     }
 
@@ -576,7 +576,7 @@ impl FrameWriter {
         let writer = self
             .writer
             .as_mut()
-            .ok_or_else(|| Error::corrupt("no pack writer"))?;
+            .ok_or_else(|| Error::bug("no pack writer"))?;
         let offset = writer.append(&header, payload)?;
         let mut chunk_offset = 0u64;
         let chunks = header

@@ -230,7 +230,7 @@ impl PackWriter {
         let out = self
             .out
             .as_mut()
-            .ok_or_else(|| Error::corrupt("pack writer used after finish"))?;
+            .ok_or_else(|| Error::bug("pack writer used after finish"))?;
         let encoded = header.encode();
         out.write_all(&encoded)
             .and_then(|_| out.write_all(payload))
@@ -244,7 +244,7 @@ impl PackWriter {
         let out = self
             .out
             .take()
-            .ok_or_else(|| Error::corrupt("pack writer finished twice"))?;
+            .ok_or_else(|| Error::bug("pack writer finished twice"))?;
         let file = out.into_inner().map_err(|e| {
             Error::io(
                 format!("writing pack {}", self.tmp_path.display()),

@@ -403,7 +403,7 @@ pub(super) fn insert_put(
                 .get(p)
                 .and_then(|frames| frames.get(f))
                 .copied()
-                .ok_or_else(|| Error::corrupt("recipe frame missing from put"))?;
+                .ok_or_else(|| Error::bug("recipe frame missing from put"))?;
             tx.execute(
                 "INSERT INTO layers(digest, size, recipe_frame, chunk_count, pinned, created)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
