@@ -12,7 +12,7 @@ use std::io::Read;
 use crate::store::chunker::ChunkParams;
 
 pub use crate::store::chunker::Cdc;
-pub use crate::store::split::{Piece, Splitter};
+pub use crate::store::split::{Piece, Splitter, TarEnd};
 pub use crate::util::fault::POINTS as CRASH_POINTS;
 
 /// Splitting: the pieces always concatenate back to the input, and no
@@ -94,9 +94,18 @@ pub fn oci_documents(data: &[u8]) {
 
 /// Put then get on a scratch store: the layer comes back byte for byte
 /// (or the put is refused as bad compressed input, and the store stays
-/// consistent).
+/// consistent). Puts raw, so that any bytes reach the storage path; the
+/// tar check itself is exercised by the same input without raw first.
 pub fn put_get(store: &crate::Store, data: &[u8]) {
     match store.put_layer(data) {
+        Ok(_) | Err(crate::Error::InvalidInput { .. }) => {}
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+    let raw = crate::PutOptions {
+        raw: true,
+        ..crate::PutOptions::default()
+    };
+    match store.put_layer_with(data, &raw) {
         Ok(info) => {
             let mut back = Vec::with_capacity(info.size as usize);
             store

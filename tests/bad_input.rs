@@ -346,3 +346,45 @@ fn size_limit_boundary() {
     );
     assert_eq!(first_line_digest(&out.stdout), Digest::of(&tar));
 }
+
+/// A tar cut short, one without end-of-archive blocks, and bytes that are
+/// no tar at all are refused by default, naming the offset where the input
+/// stops being a tar; `--raw` stores them exactly (issue: accepted with
+/// exit 0 as "layers").
+#[test]
+fn broken_tars_are_refused_unless_raw() {
+    let f = Fixture::new();
+    let tar = f.new_tar();
+    let cut_at = tar.len() / 2;
+    let no_end = {
+        let last = walk_tar(&tar).pop().unwrap();
+        tar[..last.padded_end()].to_vec()
+    };
+    let cases: [(&str, &[u8], &str); 3] = [
+        ("cut.tar", &tar[..cut_at], "cut short"),
+        ("no-end.tar", &no_end, "end-of-archive"),
+        ("hello", b"hello", "not a tar archive"),
+    ];
+    let mut files = Vec::new();
+    for (name, bytes, why) in cases {
+        let p = f.file(name, bytes);
+        put_fails(
+            &f,
+            &p,
+            &format!("broken tar {name}"),
+            &[why, "--raw", "byte offset"],
+        );
+        files.push((name, p, bytes));
+    }
+    for (name, p, bytes) in files {
+        let out = f.run(&["put", "--raw", p.to_str().unwrap()]);
+        assert!(out.status.success(), "{name} --raw: {}", describe(&out));
+        let digest = first_line_digest(&out.stdout);
+        assert_eq!(digest, Digest::of(bytes), "{name}");
+        assert_eq!(
+            cli_get(&f.store, &digest.to_string()),
+            bytes,
+            "{name} --raw round trip"
+        );
+    }
+}

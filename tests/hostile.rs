@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::process::Command;
 
 use layerstore::{Compression, Error, PutOptions, Store};
-use support::{BIN, put_and_check, set_header_checksum};
+use support::{BIN, put_and_check_with, set_header_checksum};
 
 fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -17,7 +17,7 @@ fn store() -> (tempfile::TempDir, Store) {
 }
 
 fn roundtrip(store: &Store, bytes: &[u8]) {
-    put_and_check(store, bytes, bytes, Compression::None, "hostile tar");
+    put_and_check_with(store, bytes, bytes, Compression::None, "hostile tar", true);
 }
 
 /// A reader of `len` zero bytes that never holds them in memory.
@@ -57,6 +57,7 @@ fn gzip_bomb_is_refused_by_the_size_limit_and_leaves_no_trace() {
                 source_name: Some("bomb.tar.gz".into()),
                 max_uncompressed: Some(64 << 20),
                 progress: None,
+                raw: false,
             },
         )
         .expect_err("limit must refuse the bomb");

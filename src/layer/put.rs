@@ -30,7 +30,7 @@ use crate::store::index::{Index, NewFrame, NewLayer, NewPack};
 use crate::store::pack::{self, FrameHeader, FrameKind};
 use crate::store::packs::{FinishedPack, PackWriter, Packs};
 use crate::store::recipe::RecipeWriter;
-use crate::store::split::{Piece, Splitter};
+use crate::store::split::{Piece, Splitter, TarEnd};
 
 /// Size of the buffers the reader thread hands to the splitter.
 const READ_BLOCK: usize = 1 << 20;
@@ -49,6 +49,11 @@ pub struct PutOptions<'a> {
     pub max_uncompressed: Option<u64>,
     /// Called now and then with the number of raw input bytes read so far.
     pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
+    /// Store the bytes exactly even when they are not a complete tar
+    /// archive (cut short, without end-of-archive blocks, or not tar at
+    /// all). Off by default, so that a broken layer is never accepted by
+    /// accident.
+    pub raw: bool,
 }
 
 /// What a put did.
@@ -187,6 +192,10 @@ pub(crate) fn prepare_put<R: Read + Send>(
         let read_result = crate::error::join_worker(reader);
         match (read_result, split_result) {
             (Ok(Some(outcome)), Ok(mut stored)) => {
+                if !opts.raw {
+                    // Dropping `stored` deletes the packs written so far.
+                    check_complete_tar(&name, stored.tar_end)?;
+                }
                 finish_prepare(ctx, outcome, &mut stored, session)
             }
             // The reader stopped because the splitter did: the splitter's
@@ -319,9 +328,38 @@ impl Read for ChannelReader {
     }
 }
 
+/// Refuses a stream that is not a complete tar archive, saying where it
+/// stops being one.
+fn check_complete_tar(name: &str, end: Option<TarEnd>) -> Result<()> {
+    let hint = "; pass --raw (PutOptions::raw) to store these bytes as they are";
+    let (offset, what) = match end {
+        Some(TarEnd::Complete) => return Ok(()),
+        Some(TarEnd::Empty) | None => {
+            return Err(Error::invalid(
+                name,
+                format!("the input is empty, not a tar archive{hint}"),
+            ));
+        }
+        Some(TarEnd::NotTar { offset: 0 }) => (0, "the input is not a tar archive"),
+        Some(TarEnd::NotTar { offset }) => {
+            (offset, "the tar archive breaks off: no valid header here")
+        }
+        Some(TarEnd::InsideMember { offset }) => {
+            (offset, "the tar archive ends inside a member (cut short?)")
+        }
+        Some(TarEnd::NoEndMarker { offset }) => (
+            offset,
+            "the tar archive ends without its end-of-archive blocks (cut short?)",
+        ),
+    };
+    Err(Error::invalid_at(name, offset, format!("{what}{hint}")))
+}
+
 /// Result of splitting: the recipe, chunk figures and the frames written.
 struct Stored {
     recipe: Option<RecipeWriter>,
+    /// How the stream ended, as tar.
+    tar_end: Option<TarEnd>,
     chunks: u64,
     new_chunks: u64,
     distinct: HashSet<ChunkId>,
@@ -360,6 +398,7 @@ fn split_and_store(
     }
     frames.flush()?;
     Ok(Stored {
+        tar_end: splitter.tar_end(),
         recipe: Some(recipe),
         chunks,
         new_chunks,

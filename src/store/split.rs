@@ -15,6 +15,32 @@ use std::io::{self, Read};
 use crate::store::chunker::Cdc;
 use crate::store::tarscan::{self, BLOCK};
 
+/// How a stream ended, as tar (see [`Splitter::tar_end`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TarEnd {
+    /// A tar archive that reached its end-of-archive blocks (bytes after
+    /// them, such as record padding, do not matter).
+    Complete,
+    /// Empty input.
+    Empty,
+    /// Not tar from `offset` on, before any end-of-archive block.
+    NotTar {
+        /// Where the stream stopped being tar.
+        offset: u64,
+    },
+    /// The stream ended inside a member, at `offset`.
+    InsideMember {
+        /// Where the stream ended.
+        offset: u64,
+    },
+    /// The stream ended after whole members but without end-of-archive
+    /// blocks, at `offset` (a tar whose producer died, or a cut copy).
+    NoEndMarker {
+        /// Where the stream ended.
+        offset: u64,
+    },
+}
+
 /// One piece of a layer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Piece<'a> {
@@ -61,6 +87,12 @@ pub struct Splitter<R> {
     cdc: Cdc,
     pax_size: Option<u64>,
     offset: u64,
+    /// Splitting at tar structure at all.
+    tar_aware: bool,
+    /// An end-of-archive (zero) block was seen.
+    end_marker: bool,
+    /// How the stream ended; set when it does.
+    verdict: Option<TarEnd>,
 }
 
 impl<R: Read> Splitter<R> {
@@ -81,9 +113,29 @@ impl<R: Read> Splitter<R> {
             eof: false,
             pending_consume: 0,
             state: if tar_aware { State::Header } else { State::Raw },
+            tar_aware,
             cdc,
             pax_size: None,
             offset: 0,
+            end_marker: false,
+            verdict: None,
+        }
+    }
+
+    /// How the stream ended, judged as tar, once [`Splitter::next_piece`]
+    /// has returned `None` (None before that, or for a plain CDC splitter).
+    pub fn tar_end(&self) -> Option<TarEnd> {
+        self.verdict
+    }
+
+    /// Records how the stream ended (the first verdict stands).
+    fn ended(&mut self, end: TarEnd) {
+        if self.verdict.is_none() {
+            self.verdict = Some(if self.end_marker {
+                TarEnd::Complete
+            } else {
+                end
+            });
         }
     }
 
@@ -160,11 +212,17 @@ impl<R: Read> Splitter<R> {
                         self.state = State::Done;
                         continue;
                     }
+                    if self.verdict.is_none() && self.tar_aware {
+                        let offset = self.offset();
+                        self.ended(TarEnd::NotTar { offset });
+                    }
                     return Ok(Some(self.emit_chunk(len)));
                 }
                 State::Payload { remaining } => {
                     let len = self.cut_chunk(remaining)?;
                     if len == 0 {
+                        let offset = self.offset();
+                        self.ended(TarEnd::InsideMember { offset });
                         self.state = State::Done;
                         continue;
                     }
@@ -176,6 +234,8 @@ impl<R: Read> Splitter<R> {
                     let want = remaining.min(self.buf.len() as u64) as usize;
                     let avail = self.fill(want)?.min(want);
                     if avail == 0 {
+                        let offset = self.offset();
+                        self.ended(TarEnd::InsideMember { offset });
                         self.state = State::Done;
                         continue;
                     }
@@ -206,6 +266,12 @@ impl<R: Read> Splitter<R> {
                 State::Header => {
                     let avail = self.fill(2 * BLOCK)?;
                     if avail == 0 {
+                        let offset = self.offset();
+                        self.ended(if offset == 0 {
+                            TarEnd::Empty
+                        } else {
+                            TarEnd::NoEndMarker { offset }
+                        });
                         self.state = State::Done;
                         continue;
                     }
@@ -215,6 +281,7 @@ impl<R: Read> Splitter<R> {
                     }
                     let block = &self.buf[self.start..self.start + BLOCK];
                     if tarscan::is_zero_block(block) {
+                        self.end_marker = true;
                         return Ok(Some(self.emit_inline(BLOCK)));
                     }
                     let Some(header) = tarscan::parse_header(block) else {

@@ -19,11 +19,26 @@ pub fn put_and_check(
     compression: Compression,
     label: &str,
 ) -> LayerInfo {
+    put_and_check_with(store, input, tar, compression, label, false)
+}
+
+/// [`put_and_check`], putting with `raw` (bytes that need not be a
+/// complete tar archive).
+#[track_caller]
+pub fn put_and_check_with(
+    store: &Store,
+    input: &[u8],
+    tar: &[u8],
+    compression: Compression,
+    label: &str,
+    raw: bool,
+) -> LayerInfo {
     let info = store
         .put_layer_with(
             input,
             &PutOptions {
                 source_name: Some(label.to_string()),
+                raw,
                 ..PutOptions::default()
             },
         )
@@ -106,10 +121,53 @@ pub fn roundtrip_all_forms(tar: &[u8], label: &str) {
     }
 }
 
-/// Round-trips arbitrary bytes put as a plain "tar" into a fresh store.
+/// Round-trips arbitrary bytes put raw (they need not be a tar) into a
+/// fresh store.
 #[track_caller]
 pub fn roundtrip_plain(data: &[u8], label: &str) -> LayerInfo {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path().join("store")).expect("open store");
-    put_and_check(&store, data, data, Compression::None, label)
+    put_and_check_with(&store, data, data, Compression::None, label, true)
+}
+
+/// Asserts that a put of `input` without `raw` is refused as not a
+/// complete tar (naming `--raw`), and stores nothing.
+#[track_caller]
+pub fn assert_refused_as_broken_tar(store: &Store, input: &[u8], label: &str) {
+    let before = store.stats().expect("stats");
+    let err = store
+        .put_layer_with(
+            input,
+            &PutOptions {
+                source_name: Some(label.to_string()),
+                ..PutOptions::default()
+            },
+        )
+        .expect_err(&format!("{label}: a broken tar was accepted without raw"));
+    let text = err.to_string();
+    assert!(
+        matches!(err, layerstore::Error::InvalidInput { .. }) && text.contains("--raw"),
+        "{label}: {text}"
+    );
+    let after = store.stats().expect("stats");
+    assert_eq!(
+        (after.layers, after.pack_bytes),
+        (before.layers, before.pack_bytes),
+        "{label}: a refused put changed the store"
+    );
+}
+
+/// For bytes that are not a complete tar archive: in every [`Form`], a put
+/// without `raw` is refused, and with it the bytes round-trip exactly.
+#[track_caller]
+pub fn roundtrip_all_forms_raw(data: &[u8], label: &str) {
+    for form in Form::ALL {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path().join("store")).expect("open store");
+        let input = form.encode(data);
+        let label = format!("{label} [{form:?}]");
+        assert_refused_as_broken_tar(&store, &input, &label);
+        let info = put_and_check_with(&store, &input, data, form.compression(), &label, true);
+        assert!(info.new_layer, "{label}: first raw put must be a new layer");
+    }
 }

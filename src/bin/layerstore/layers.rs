@@ -13,7 +13,13 @@ pub(crate) fn parse_digest(s: &str) -> Result<Digest> {
     Ok(Digest::parse(s)?)
 }
 
-pub(crate) fn put(store: &Store, file: &str, json: bool, max_size: Option<u64>) -> Result<()> {
+pub(crate) fn put(
+    store: &Store,
+    file: &str,
+    json: bool,
+    max_size: Option<u64>,
+    raw: bool,
+) -> Result<()> {
     let (input, name, total): (Box<dyn io::Read + Send>, String, Option<u64>) = if file == "-" {
         (Box::new(io::stdin()), "stdin".to_string(), None)
     } else {
@@ -38,6 +44,7 @@ pub(crate) fn put(store: &Store, file: &str, json: bool, max_size: Option<u64>) 
             source_name: Some(name.clone()),
             max_uncompressed: max_size,
             progress: Some(&report),
+            raw,
         },
     );
     if let Some(b) = &bar {

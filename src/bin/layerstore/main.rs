@@ -43,6 +43,10 @@ enum Command {
         /// Refuse layers larger than this uncompressed (e.g. 10G, 512M).
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
         max_size: Option<u64>,
+        /// Store the bytes exactly even if they are not a complete tar
+        /// archive (by default such input is refused).
+        #[arg(long)]
+        raw: bool,
     },
     /// Write a layer's exact uncompressed tar (DiffID or compressed digest).
     Get {
@@ -187,7 +191,8 @@ fn run(cli: Cli) -> Result<()> {
             file,
             json,
             max_size,
-        } => layers::put(&store, &file, json, max_size),
+            raw,
+        } => layers::put(&store, &file, json, max_size, raw),
         Command::Get { digest, output } => layers::get(&store, &digest, output),
         Command::Ls { json } => layers::ls(&store, json),
         Command::Rm { digests } => layers::rm(&store, &digests),
