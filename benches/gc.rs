@@ -9,7 +9,7 @@
 use std::io::Read;
 use std::time::Instant;
 
-use layerstore::{ChunkParams, GcOptions, Store, StoreConfig, VerifyOptions};
+use layerstore::{ChunkParams, GcOptions, PutOptions, Store, StoreConfig, VerifyOptions};
 
 /// Deterministic pseudo-random bytes (xorshift), never materialised whole.
 struct Noise {
@@ -66,11 +66,18 @@ fn main() {
     let start = Instant::now();
     let mut digests = Vec::new();
     for i in 0..layers {
+        // Noise is not a tar: put raw.
         let info = store
-            .put_layer(Noise {
-                state: 0x9e37_79b9_7f4a_7c15 ^ (i + 1),
-                left: per_layer,
-            })
+            .put_layer_with(
+                Noise {
+                    state: 0x9e37_79b9_7f4a_7c15 ^ (i + 1),
+                    left: per_layer,
+                },
+                &PutOptions {
+                    raw: true,
+                    ..PutOptions::default()
+                },
+            )
             .expect("put");
         digests.push(info.digest);
     }
