@@ -110,6 +110,9 @@ pub(crate) fn acquire(
 ) -> Result<StoreLock> {
     let lock_path = root.join("lock");
     let lock = open_lock_file(&lock_path)?;
+    // One key per store, however its path was spelled.
+    let key = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let root = key.as_path();
     let gate = if mode == LockMode::Shared && shared_held(root) {
         None
     } else {
@@ -136,4 +139,49 @@ pub(crate) fn acquire(
             shared: None,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// A second shared lock of a process that already holds one passes a
+    /// gc waiting at the gate (else: deadlock), and the gc gets the lock
+    /// once both are released.
+    #[test]
+    fn nested_shared_locks_do_not_wait_for_a_waiting_gc() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let first = acquire(&root, LockMode::Shared, None).unwrap();
+        let (gc_tx, gc_rx) = mpsc::channel();
+        let gc_root = root.clone();
+        let gc = std::thread::spawn(move || {
+            let lock = acquire(&gc_root, LockMode::Exclusive, None).unwrap();
+            gc_tx.send(()).unwrap();
+            drop(lock);
+        });
+        // Let the gc take the gate and wait for the lock.
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            gc_rx.try_recv().is_err(),
+            "gc ran while a shared lock was held"
+        );
+        let (tx, rx) = mpsc::channel();
+        let nested_root = root.join(".").join(""); // another spelling
+        std::thread::spawn(move || {
+            let nested = acquire(&nested_root, LockMode::Shared, None);
+            tx.send(nested.is_ok()).unwrap();
+            drop(nested);
+        });
+        // The nested lock is in another thread of this process: it must
+        // not queue behind the gc.
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(true));
+        drop(first);
+        gc_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("gc never got the lock");
+        gc.join().unwrap();
+    }
 }
