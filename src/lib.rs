@@ -38,5 +38,5 @@ pub use maintenance::{GcOptions, GcReport, Problem, VerifyOptions, VerifyReport}
 pub use rootfs::CheckoutReport;
 pub use store::chunker::ChunkParams;
 pub use store::digest::{ChunkId, Digest};
-pub use store::{FORMAT_VERSION, LockWaitNotice, Store, StoreConfig};
+pub use store::{FORMAT_VERSION, LockWaitNotice, ProgressNotice, Store, StoreConfig};
 pub use util::clock::rfc3339;

@@ -1701,3 +1701,54 @@ fn one_name_for_two_images_is_refused() {
         "{stderr}"
     );
 }
+
+/// Long operations report progress through `Store::with_progress` (the CLI
+/// draws it as bars on a terminal): import, export, checkout, a full
+/// verify and gc each report, ending with everything done.
+#[test]
+fn long_operations_report_progress() {
+    use std::sync::Mutex;
+    static SEEN: Mutex<Vec<(String, u64, u64)>> = Mutex::new(Vec::new());
+    fn record(task: &str, done: u64, total: u64) {
+        SEEN.lock().unwrap().push((task.to_string(), done, total));
+    }
+    let t = tmp();
+    let mut rng = Rng::new(83);
+    let layers: Vec<Vec<u8>> = (0..3)
+        .map(|i| tar_layer(&[(format!("f{i}"), rng.bytes(50_000))]))
+        .collect();
+    let archive = t.path().join("a.tar");
+    docker_archive(&archive, &["ns/p:1"], &layers);
+    let store = Store::open(t.path().join("store"))
+        .unwrap()
+        .with_progress(record);
+    store.import_image(&archive, None).unwrap();
+    store
+        .export_images(&["ns/p:1".into()], ExportFormat::Oci, t.path().join("oci"))
+        .unwrap();
+    store.checkout("ns/p:1", t.path().join("root")).unwrap();
+    store
+        .verify(&layerstore::VerifyOptions {
+            full: true,
+            repair: false,
+        })
+        .unwrap();
+    store.gc(&layerstore::GcOptions::default()).unwrap();
+    let seen = SEEN.lock().unwrap().clone();
+    let layer_bytes: u64 = layers.iter().map(|l| l.len() as u64).sum();
+    let last = |task: &str| {
+        seen.iter()
+            .rfind(|(t, _, _)| t == task)
+            .cloned()
+            .unwrap_or_else(|| panic!("no progress for {task}: {seen:?}"))
+    };
+    // Import reads the layer blobs (plain tars here): all of them.
+    assert_eq!(last("import").1, layer_bytes);
+    assert_eq!(last("export").1, layer_bytes);
+    let (_, done, total) = last("checkout");
+    assert_eq!((done, total), (layer_bytes, layer_bytes));
+    for task in ["verify", "gc"] {
+        let (_, done, total) = last(task);
+        assert!(total > 0 && done == total, "{task}: {done}/{total}");
+    }
+}

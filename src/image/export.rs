@@ -24,6 +24,8 @@ struct LayoutWriter<'a> {
     index: &'a Index,
     root: PathBuf,
     written: HashSet<Digest>,
+    /// Layer bytes written so far (for progress).
+    bytes_written: u64,
 }
 
 impl LayoutWriter<'_> {
@@ -42,7 +44,9 @@ impl LayoutWriter<'_> {
     fn write_layer(&mut self, diff_id: Digest) -> Result<()> {
         if self.written.insert(diff_id) {
             let path = self.blob_file(&diff_id);
-            self.store.get_layer_to_path(&diff_id, &path, None)?;
+            let got = self.store.get_layer_to_path(&diff_id, &path, None)?;
+            self.bytes_written += got.size;
+            self.store.progress("export", self.bytes_written, 0);
         }
         Ok(())
     }
@@ -246,6 +250,7 @@ fn export_oci(
         index,
         root: dir.to_path_buf(),
         written: HashSet::new(),
+        bytes_written: 0,
     };
     let mut entries = Vec::new();
     let mut images = Vec::new();
@@ -331,6 +336,7 @@ fn export_docker(
         name: path.display().to_string(),
     };
     let mut written: HashSet<String> = HashSet::new();
+    let mut bytes_written = 0u64;
     let mut entries: Vec<Value> = Vec::new();
     let mut by_config: HashMap<Digest, usize> = HashMap::new();
     let mut images = Vec::new();
@@ -379,6 +385,8 @@ fn export_docker(
                 tar.header(&layer_path, row.size, tar::EntryType::Regular)?;
                 store.get_layer(&layer.diff_id, &mut tar.out)?;
                 tar.pad(row.size)?;
+                bytes_written += row.size;
+                store.progress("export", bytes_written, 0);
             }
             layer_paths.push(layer_path);
         }

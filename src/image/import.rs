@@ -31,6 +31,8 @@ struct Importer<'a> {
     manifests: Vec<ManifestRecord>,
     index_children: Vec<(Digest, Vec<Digest>)>,
     layers_read: u64,
+    /// Layer blob bytes read so far (for progress).
+    bytes_read: u64,
 }
 
 impl Importer<'_> {
@@ -49,16 +51,21 @@ impl Importer<'_> {
                 format!("blob is {size} bytes but its descriptor says {want}"),
             ));
         }
+        let base = self.bytes_read;
+        let store = self.ctx.store.clone();
+        let report = move |n: u64| store.progress("import", base + n, 0);
         let prepared = put::prepare_put(
             &self.ctx,
             reader,
             &PutOptions {
                 source_name: Some(at.clone()),
+                progress: Some(&report),
                 ..PutOptions::default()
             },
             &mut self.session,
         )?;
         self.layers_read += 1;
+        self.bytes_read += size;
         let info = prepared.info.clone();
         self.prepared.push(prepared);
         let blob_digest = info.compressed_digest.unwrap_or(info.digest);
@@ -400,6 +407,7 @@ pub(super) fn import(
         manifests: Vec::new(),
         index_children: Vec::new(),
         layers_read: 0,
+        bytes_read: 0,
     };
     let named = if format == "oci" {
         import_oci(&mut imp, name_override)?
@@ -429,6 +437,7 @@ pub(super) fn import(
         mut manifests,
         index_children,
         layers_read,
+        bytes_read: _,
     } = imp;
     drop((ctx, session));
     let sizes: HashMap<Digest, u64> = prepared

@@ -122,7 +122,11 @@ pub(crate) fn collect_garbage(store: &Store, opts: &GcOptions) -> Result<GcRepor
         report.orphan_files_removed += 1;
         freed += orphan.size;
     }
+    let pack_total: u64 = collected.packs.iter().map(|p| p.size).sum();
+    let mut packs_done = 0;
     for usage in &collected.packs {
+        packs_done += usage.size;
+        store.progress("gc", packs_done, pack_total);
         if usage.damaged {
             // Repair read it only in part: what it could not read may
             // still be recovered by other means, so it stays whole.

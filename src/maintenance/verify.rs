@@ -191,6 +191,7 @@ fn check(store: &Store, index: &Index, full: bool) -> Result<(VerifyReport, Dama
         });
     }
     let mut broken_frames: HashSet<i64> = HashSet::new();
+    let pack_total: u64 = packs.iter().map(|(_, _, size)| size).sum();
     for (pack_id, name, size) in &packs {
         report.packs += 1;
         let map = match pack_files.map(name) {
@@ -232,6 +233,7 @@ fn check(store: &Store, index: &Index, full: bool) -> Result<(VerifyReport, Dama
         }
         if full {
             report.bytes_verified += map.len() as u64;
+            store.progress("verify", report.bytes_verified, pack_total);
         }
     }
     for id in index.chunks_without_frame()? {

@@ -96,8 +96,17 @@ pub(crate) fn apply_layers(
     owners: bool,
 ) -> Result<Applier> {
     let mut applier = Applier::new(dir, owners)?;
-    for layer in layers {
+    let sizes: Vec<u64> = layers
+        .iter()
+        .map(|l| store.layer(l).map(|s| s.size).unwrap_or(0))
+        .collect();
+    let total = sizes.iter().sum();
+    let mut done = 0;
+    store.progress("checkout", done, total);
+    for (layer, size) in layers.iter().zip(&sizes) {
         store.stream_layer(layer, |reader| applier.apply_layer(reader, layer))?;
+        done += size;
+        store.progress("checkout", done, total);
     }
     applier.finish()?;
     Ok(applier)

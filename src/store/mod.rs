@@ -130,7 +130,13 @@ pub struct Store {
     root: PathBuf,
     config: StoreConfig,
     lock_wait_notice: Option<LockWaitNotice>,
+    progress: Option<ProgressNotice>,
 }
+
+/// Called as a long operation advances: its task (`import`, `export`,
+/// `checkout`, `verify`, `gc`), bytes done, and bytes in all (0 when not
+/// known in advance).
+pub type ProgressNotice = fn(task: &str, done: u64, total: u64);
 
 impl Store {
     /// Opens the store at `path`, creating it with default settings if it
@@ -243,6 +249,7 @@ impl Store {
             root,
             config: stored,
             lock_wait_notice: None,
+            progress: None,
         })
     }
 
@@ -310,6 +317,21 @@ impl Store {
     /// Takes the store lock (see [`LockMode`]) until the guard is dropped.
     pub(crate) fn lock(&self, mode: LockMode) -> Result<StoreLock> {
         lock::acquire(&self.root, mode, self.lock_wait_notice)
+    }
+
+    /// Has `notice` called as long operations (image import and export,
+    /// checkout and container create, a full verify, gc) advance, e.g. to
+    /// draw a progress bar.
+    pub fn with_progress(mut self, notice: ProgressNotice) -> Store {
+        self.progress = Some(notice);
+        self
+    }
+
+    /// Reports progress of `task` (see [`Store::with_progress`]).
+    pub(crate) fn progress(&self, task: &str, done: u64, total: u64) {
+        if let Some(notice) = self.progress {
+            notice(task, done, total);
+        }
     }
 
     /// Has `notice` called (once per lock) when an operation must wait for

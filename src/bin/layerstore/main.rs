@@ -118,7 +118,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    let result = run(cli);
+    output::finish_progress();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         // The reader of stdout went away (`| head`): stop quietly, with the
         // status a process killed by SIGPIPE has, as coreutils do.
@@ -176,7 +178,12 @@ fn open_store(path: Option<PathBuf>, how: Open) -> Result<Store> {
         Open::ForRepair => Store::open_for_repair(&path),
     };
     let store = store.with_context(|| format!("opening store {}", path.display()))?;
-    Ok(store.with_lock_wait_notice(|why| eprintln!("layerstore: {why}")))
+    Ok(store
+        .with_lock_wait_notice(|why| {
+            output::finish_progress();
+            eprintln!("layerstore: {why}")
+        })
+        .with_progress(output::show_progress))
 }
 
 fn run(cli: Cli) -> Result<()> {

@@ -12,6 +12,8 @@ macro_rules! outln {
     };
     ($($arg:tt)*) => {{
         use std::io::Write as _;
+        // Results come after the work: its bar goes first.
+        $crate::output::finish_progress();
         writeln!(std::io::stdout().lock(), $($arg)*)?
     }};
 }
@@ -43,6 +45,40 @@ pub(crate) fn progress_bar(total: Option<u64>, what: &str) -> Option<ProgressBar
     };
     bar.set_message(what.to_string());
     Some(bar)
+}
+
+/// The bar of the long operation under way, if stderr is a terminal.
+static PROGRESS: std::sync::Mutex<Option<(String, ProgressBar)>> = std::sync::Mutex::new(None);
+
+/// The store's progress notice (see `Store::with_progress`): one bar per
+/// task, replaced when the task changes, on a terminal's stderr only.
+pub(crate) fn show_progress(task: &str, done: u64, total: u64) {
+    if !io::stderr().is_terminal() {
+        return;
+    }
+    let mut slot = PROGRESS.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.as_ref().is_none_or(|(current, _)| current != task) {
+        if let Some((_, bar)) = slot.take() {
+            bar.finish_and_clear();
+        }
+        if let Some(bar) = progress_bar((total > 0).then_some(total), task) {
+            *slot = Some((task.to_string(), bar));
+        }
+    }
+    if let Some((_, bar)) = slot.as_ref() {
+        if total > 0 {
+            bar.set_length(total);
+        }
+        bar.set_position(done);
+    }
+}
+
+/// Clears the bar of the last operation, if any.
+pub(crate) fn finish_progress() {
+    let mut slot = PROGRESS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, bar)) = slot.take() {
+        bar.finish_and_clear();
+    }
 }
 
 /// Parses sizes like `512`, `64K`, `10M`, `2G`, `1T` (powers of 1024).
