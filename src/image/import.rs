@@ -384,6 +384,9 @@ pub(super) fn import(
     if let Some(n) = name_override {
         oci::check_image_name(n)?;
     }
+    // Held while spooling too: gc (which holds the lock exclusively) may
+    // then delete any spool file it finds as a dead import's leftover.
+    let _lock = store.lock(crate::store::LockMode::Shared)?;
     let src = Source::open(path, store.path())?;
     let format = if src.has("index.json") {
         "oci"
@@ -395,7 +398,6 @@ pub(super) fn import(
             "neither an OCI image layout (no index.json) nor a docker save archive (no manifest.json)",
         ));
     };
-    let _lock = store.lock(crate::store::LockMode::Shared)?;
     let mut index = store.index()?;
     let mut imp = Importer {
         src: &src,

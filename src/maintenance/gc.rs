@@ -170,6 +170,14 @@ pub(crate) fn collect_garbage(store: &Store, opts: &GcOptions) -> Result<GcRepor
             .collect();
         index.forget_pack_intents(&done)?;
     }
+    // Spools of imports that died (a live import holds the lock shared, so
+    // none is running now).
+    for (spool, _) in crate::util::fs::spool_files(store.path()) {
+        if !opts.dry_run {
+            let _ = std::fs::remove_file(&spool);
+        }
+        report.orphan_files_removed += 1;
+    }
     report.container_dirs_removed = crate::container::collect_garbage(store, opts.dry_run)?;
     report.bytes_after = report.bytes_before.saturating_sub(freed);
     report.bytes_freed = freed;

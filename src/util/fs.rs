@@ -124,6 +124,22 @@ pub(crate) fn owner(path: &Path) -> Owner {
     }
 }
 
+/// The spool files in `dir`, with their sizes.
+pub(crate) fn spool_files(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with(".spool-") && name.ends_with(".tmp")
+        })
+        .map(|e| (e.path(), e.metadata().map(|m| m.len()).unwrap_or(0)))
+        .collect()
+}
+
 /// A temporary file, removed when dropped: the tar of an image archive
 /// that arrived compressed or on a pipe, where import needs to seek.
 pub(crate) struct Spool {
