@@ -1752,3 +1752,53 @@ fn long_operations_report_progress() {
         assert!(total > 0 && done == total, "{task}: {done}/{total}");
     }
 }
+
+/// `image export -o -` writes the docker archive to standard output (the
+/// same bytes as to a file), never a file named `-`; an OCI layout, a
+/// directory, is refused there.
+#[test]
+fn export_to_standard_output() {
+    let t = tmp();
+    let mut rng = Rng::new(84);
+    let layer = tar_layer(&[("f", &rng.bytes(30_000))]);
+    let archive = t.path().join("a.tar");
+    docker_archive(&archive, &["ns/s:1"], &[&layer]);
+    let store_dir = t.path().join("store");
+    cli_ok(&store_dir, &["image", "import", path_arg(&archive)]);
+    let file = t.path().join("out.tar");
+    cli_ok(
+        &store_dir,
+        &[
+            "image",
+            "export",
+            "ns/s:1",
+            "--format",
+            "docker-archive",
+            "-o",
+            path_arg(&file),
+        ],
+    );
+    let work = t.path().join("cwd");
+    fs::create_dir_all(&work).unwrap();
+    let out = cli(&store_dir)
+        .current_dir(&work)
+        .args([
+            "image",
+            "export",
+            "ns/s:1",
+            "--format",
+            "docker-archive",
+            "-o",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_same_bytes(&out.stdout, &fs::read(&file).unwrap(), "export to stdout");
+    assert!(!work.join("-").exists(), "a file named - was written");
+    let stderr = cli_err(
+        &store_dir,
+        &["image", "export", "ns/s:1", "--format", "oci", "-o", "-"],
+    );
+    assert!(stderr.contains("docker-archive"), "{stderr}");
+}

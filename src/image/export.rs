@@ -3,7 +3,7 @@
 //! were compressed are rewritten to describe them uncompressed.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -205,13 +205,7 @@ pub(super) fn export(
         }
     }
     let index = store.index()?;
-    let mut targets = Vec::new();
-    for name in names {
-        let digest = index
-            .image_target(name)?
-            .ok_or_else(|| Error::not_found(format!("image {name:?}")))?;
-        targets.push((name.clone(), digest));
-    }
+    let targets = resolve_targets(&index, names)?;
     let tmp = crate::util::fs::temp_sibling(out);
     let result = match format {
         ExportFormat::Oci => export_oci(store, &index, &targets, &tmp),
@@ -279,12 +273,12 @@ fn export_oci(
 
 /// Minimal streaming tar writer for docker archives: ustar headers, data
 /// written straight from the store, padding, end blocks.
-struct TarOut {
-    out: io::BufWriter<File>,
+struct TarOut<'w> {
+    out: io::BufWriter<&'w mut dyn Write>,
     name: String,
 }
 
-impl TarOut {
+impl TarOut<'_> {
     pub(super) fn header(&mut self, path: &str, size: u64, kind: tar::EntryType) -> Result<()> {
         let mut header = tar::Header::new_ustar();
         header
@@ -326,14 +320,29 @@ fn export_docker(
     targets: &[(String, Digest)],
     path: &Path,
 ) -> Result<Vec<ExportedImage>> {
-    let file = fs::OpenOptions::new()
+    let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(path)
         .context(|| format!("creating {}", path.display()))?;
+    let images =
+        write_docker_archive(store, index, targets, &mut file, path.display().to_string())?;
+    file.sync_all()
+        .context(|| format!("syncing {}", path.display()))?;
+    Ok(images)
+}
+
+/// Writes a docker archive of `targets` to `sink` (named `name` in errors).
+fn write_docker_archive(
+    store: &Store,
+    index: &Index,
+    targets: &[(String, Digest)],
+    sink: &mut dyn Write,
+    name: String,
+) -> Result<Vec<ExportedImage>> {
     let mut tar = TarOut {
-        out: io::BufWriter::with_capacity(1 << 20, file),
-        name: path.display().to_string(),
+        out: io::BufWriter::with_capacity(1 << 20, sink),
+        name,
     };
     let mut written: HashSet<String> = HashSet::new();
     let mut bytes_written = 0u64;
@@ -421,13 +430,45 @@ fn export_docker(
     tar.out
         .write_all(&[0u8; 1024])
         .context(|| format!("writing {}", tar.name))?;
-    let file = tar
-        .out
+    let name = tar.name.clone();
+    tar.out
         .into_inner()
-        .map_err(|e| Error::io(format!("writing {}", path.display()), e.into_error()))?;
-    file.sync_all()
-        .context(|| format!("syncing {}", path.display()))?;
+        .map_err(|e| Error::io(format!("writing {name}"), e.into_error()))?
+        .flush()
+        .context(|| format!("writing {name}"))?;
     Ok(images)
+}
+
+/// Writes a docker archive of `names` to `sink` (standard output, say).
+pub(super) fn export_docker_to(
+    store: &Store,
+    names: &[String],
+    sink: &mut dyn Write,
+) -> Result<ExportReport> {
+    if names.is_empty() {
+        return Err(Error::invalid("export", "no image names given"));
+    }
+    let index = store.index()?;
+    let targets = resolve_targets(&index, names)?;
+    let images = write_docker_archive(store, &index, &targets, sink, "the output".into())?;
+    Ok(ExportReport {
+        path: PathBuf::from("-"),
+        format: ExportFormat::DockerArchive,
+        images,
+    })
+}
+
+/// The digest each image name points at.
+fn resolve_targets(index: &Index, names: &[String]) -> Result<Vec<(String, Digest)>> {
+    names
+        .iter()
+        .map(|name| {
+            let digest = index
+                .image_target(name)?
+                .ok_or_else(|| Error::not_found(format!("image {name:?}")))?;
+            Ok((name.clone(), digest))
+        })
+        .collect()
 }
 
 /// A docker RepoTag for an image name (`repo:tag`), or None for a digest name.

@@ -17,7 +17,7 @@ mod query;
 mod source;
 
 pub(crate) use build::{ChildImage, child_image};
-use export::export;
+use export::{export, export_docker_to};
 use import::import;
 pub(crate) use query::runnable_manifest;
 use query::{details, list};
@@ -216,6 +216,16 @@ impl Store {
         out: impl AsRef<Path>,
     ) -> Result<ExportReport> {
         export(self, names, format, out.as_ref())
+    }
+
+    /// Writes images as a docker archive to `out` (standard output, a
+    /// pipe): the same archive [`Store::export_images`] writes to a file.
+    pub fn export_docker_archive_to(
+        &self,
+        names: &[String],
+        out: &mut dyn std::io::Write,
+    ) -> Result<ExportReport> {
+        export_docker_to(self, names, out)
     }
 
     /// All images, by name.

@@ -1,8 +1,9 @@
 //! Image commands: import, ls, inspect, tag, rm, export.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use layerstore::{ExportFormat, Store};
 
@@ -199,9 +200,33 @@ pub(crate) fn image(store: &Store, cmd: ImageCommand) -> Result<()> {
                 FormatArg::Oci => ExportFormat::Oci,
                 FormatArg::DockerArchive => ExportFormat::DockerArchive,
             };
-            let report = store
-                .export_images(&names, format, &output)
-                .with_context(|| format!("exporting to {}", output.display()))?;
+            let to_stdout = output.as_os_str() == "-";
+            let report = if to_stdout {
+                // `-o -`: the archive on standard output (never a file named -).
+                if format != ExportFormat::DockerArchive {
+                    bail!(
+                        "an OCI layout is a directory and cannot go to standard output; \
+                         use --format docker-archive with -o -"
+                    );
+                }
+                if json {
+                    bail!("--json cannot share standard output with the archive written there");
+                }
+                let stdout = std::io::stdout();
+                if stdout.is_terminal() {
+                    bail!(
+                        "refusing to write a tar archive to a terminal; redirect it or use -o FILE"
+                    );
+                }
+                let mut lock = stdout.lock();
+                store
+                    .export_docker_archive_to(&names, &mut lock)
+                    .context("exporting to standard output")?
+            } else {
+                store
+                    .export_images(&names, format, &output)
+                    .with_context(|| format!("exporting to {}", output.display()))?
+            };
             for image in &report.images {
                 if image.digest_changed {
                     eprintln!(
@@ -219,6 +244,10 @@ pub(crate) fn image(store: &Store, cmd: ImageCommand) -> Result<()> {
                 return print_json(&report);
             }
             for image in &report.images {
+                if to_stdout {
+                    eprintln!("{}\t{}", image.name, image.exported_digest);
+                    continue;
+                }
                 outln!("{}\t{}", image.name, image.exported_digest);
             }
             Ok(())
