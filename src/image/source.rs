@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
 use crate::image::oci::{self, Descriptor};
-use crate::layer::input::{Compression, unsupported_compression};
+use crate::layer::input::{Compression, read_magic, unsupported_compression};
 use crate::store::digest::Digest;
 use crate::util::fs::Spool;
 
@@ -60,18 +60,8 @@ impl Source {
             }
             Box::new(File::open(path).context(|| format!("cannot open {name}"))?)
         };
-        let mut magic = [0u8; 10];
-        let mut got = 0;
-        while got < magic.len() {
-            match input.read(&mut magic[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io(format!("reading {name}"), e)),
-            }
-        }
-        let magic = &magic[..got];
-        if let Some(format) = unsupported_compression(magic) {
+        let magic = read_magic(&mut input).context(|| format!("reading {name}"))?;
+        if let Some(format) = unsupported_compression(&magic) {
             return Err(Error::invalid(
                 name,
                 format!(
@@ -80,8 +70,8 @@ impl Source {
                 ),
             ));
         }
-        let compression = Compression::detect(magic);
-        let mut whole = std::io::Cursor::new(magic.to_vec()).chain(input);
+        let compression = Compression::detect(&magic);
+        let mut whole = std::io::Cursor::new(magic).chain(input);
         let read_failed = |format: &'static str| {
             let name = name.clone();
             move |e: std::io::Error| match format {

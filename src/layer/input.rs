@@ -99,6 +99,23 @@ impl<R: Read> Read for Tap<R> {
     }
 }
 
+/// Reads the first bytes of `input`, enough for every magic recognised
+/// here (bzip2's is the longest), or fewer if the input is shorter.
+pub(crate) fn read_magic(input: &mut impl Read) -> io::Result<Vec<u8>> {
+    let mut magic = vec![0u8; 10];
+    let mut got = 0;
+    while got < magic.len() {
+        match input.read(&mut magic[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    magic.truncate(got);
+    Ok(magic)
+}
+
 /// Compressions recognised by their magic but not read: refused, so that
 /// their bytes are never stored under a "DiffID" that is not a tar's.
 pub(crate) fn unsupported_compression(magic: &[u8]) -> Option<&'static str> {
@@ -138,21 +155,9 @@ impl<R: Read> LayerStream<R> {
     /// Sniffs the first bytes of `input` and sets up decompression.
     pub fn open(mut input: R) -> io::Result<Self> {
         let state = Arc::new(TapState::default());
-        // Enough for every magic below (bzip2's is the longest).
-        let mut magic = vec![0u8; 10];
-        let mut got = 0;
-        while got < magic.len() {
-            match input.read(&mut magic[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    state.read_failed.store(true, Ordering::Relaxed);
-                    return Err(e);
-                }
-            }
-        }
-        magic.truncate(got);
+        let magic = read_magic(&mut input).inspect_err(|_| {
+            state.read_failed.store(true, Ordering::Relaxed);
+        })?;
         if let Some(format) = unsupported_compression(&magic) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -167,7 +172,7 @@ impl<R: Read> LayerStream<R> {
         if let Some(h) = hasher.as_mut() {
             h.update(&magic);
         }
-        state.bytes.store(got as u64, Ordering::Relaxed);
+        state.bytes.store(magic.len() as u64, Ordering::Relaxed);
         let tap = Tap {
             inner: input,
             hasher,
