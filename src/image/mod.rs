@@ -29,7 +29,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::store::digest::Digest;
-use crate::store::index::NameChange;
+use crate::store::index::{NameChange, name_taken};
 
 /// Indexes may nest at most this deep.
 const MAX_INDEX_DEPTH: usize = 8;
@@ -253,13 +253,7 @@ impl Store {
         match self.index()?.tag_image(src, dst, force)? {
             NameChange::Named { previous } => Ok(previous),
             NameChange::NoSuchImage => Err(Error::not_found(format!("image {src:?}"))),
-            NameChange::Taken(previous) => Err(Error::invalid(
-                format!("image name {dst:?}"),
-                format!(
-                    "already names another image ({previous}); pass --force to move it \
-                     (the old image is kept until gc)"
-                ),
-            )),
+            NameChange::Taken(previous) => Err(name_taken(dst, &previous)),
         }
     }
 

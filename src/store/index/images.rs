@@ -69,6 +69,18 @@ pub enum NameChange {
     },
 }
 
+/// The error for a name that already points at another image (moving it
+/// takes `force`).
+pub(crate) fn name_taken(name: &str, previous: &Digest) -> Error {
+    Error::invalid(
+        format!("image name {name:?}"),
+        format!(
+            "already names another image ({previous}); pass --force to move it \
+             (the old image is kept until gc)"
+        ),
+    )
+}
+
 /// The digest `name` points at, read inside a transaction.
 fn image_target_in(conn: &rusqlite::Connection, name: &str) -> Result<Option<Digest>> {
     let target: Option<String> = conn
@@ -268,13 +280,7 @@ impl Index {
             if let Some(previous) = image_target_in(&tx, name)?.filter(|p| p != target) {
                 if !import.force {
                     // Dropping the transaction rolls the whole import back.
-                    return Err(Error::invalid(
-                        format!("image name {name:?}"),
-                        format!(
-                            "already names another image ({previous}); pass --force to move \
-                             it (the old image is kept until gc)"
-                        ),
-                    ));
+                    return Err(name_taken(name, &previous));
                 }
                 moved.push((name.clone(), previous));
             }
