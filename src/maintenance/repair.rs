@@ -36,10 +36,10 @@ pub(super) fn repair(store: &Store, index: &mut Index, damage: &Damage) -> Resul
     // never stored or what gc had just forgotten.
     let intents = index.pack_intents()?;
     let names: Vec<String> = packs
-        .list()?
+        .finished()?
         .into_iter()
         .map(|f| f.name)
-        .filter(|n| n.ends_with(".pack") && !intents.contains_key(n))
+        .filter(|n| !intents.contains_key(n))
         .collect();
     let mut recipes: Vec<(Digest, u64, i64, Vec<u8>)> = Vec::new();
     let mut restored_chunks = 0u64;

@@ -203,8 +203,7 @@ impl Store {
         let index_path = root.join(INDEX_FILE);
         let index_present = fs::metadata(&index_path).is_ok_and(|m| m.len() > 0);
         if !index_present && !rebuild {
-            let packs = Packs::new(root.join(PACKS_DIR)).list()?;
-            let pack_count = packs.iter().filter(|f| f.name.ends_with(".pack")).count();
+            let pack_count = Packs::new(root.join(PACKS_DIR)).finished()?.len();
             if pack_count > 0 {
                 return Err(Error::NeedsRepair {
                     path: root.clone(),
@@ -346,8 +345,8 @@ impl Store {
 fn require_store(root: &Path) -> Result<()> {
     let has_index = root.join(INDEX_FILE).is_file();
     let has_packs = Packs::new(root.join(PACKS_DIR))
-        .list()
-        .is_ok_and(|files| files.iter().any(|f| f.name.ends_with(".pack")));
+        .finished()
+        .is_ok_and(|files| !files.is_empty());
     if has_index || has_packs {
         Ok(())
     } else {

@@ -82,6 +82,14 @@ impl Packs {
         Ok(files)
     }
 
+    /// The finished pack files (`*.pack`, not temporaries or other files),
+    /// by name.
+    pub(crate) fn finished(&self) -> Result<Vec<PackFile>> {
+        let mut files = self.list()?;
+        files.retain(|f| f.name.ends_with(".pack"));
+        Ok(files)
+    }
+
     /// Removes file `name` from the pack directory.
     pub(crate) fn remove(&self, name: &str) -> Result<()> {
         let path = self.dir.join(name);
