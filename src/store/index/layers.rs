@@ -331,6 +331,38 @@ pub(super) struct Inserted {
     pub new_chunks: u64,
 }
 
+/// Inserts the row of a new pack and of its frames (not their chunks),
+/// and clears the writer's intent for it: the pack is the index's now.
+/// Returns the frames' row ids, in order.
+pub(super) fn insert_pack(
+    tx: &rusqlite::Connection,
+    pack: &NewPack,
+    created: i64,
+) -> Result<Vec<i64>> {
+    tx.prepare_cached("INSERT INTO packs(name, size, created) VALUES (?1, ?2, ?3)")?
+        .execute(params![pack.name, pack.size, created])?;
+    let pack_id = tx.last_insert_rowid();
+    tx.prepare_cached("DELETE FROM pack_intents WHERE name = ?1")?
+        .execute([&pack.name])?;
+    let mut insert_frame = tx.prepare_cached(
+        "INSERT INTO frames(pack, offset, total_len, raw_len, stored_len, kind)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    let mut ids = Vec::with_capacity(pack.frames.len());
+    for frame in &pack.frames {
+        insert_frame.execute(params![
+            pack_id,
+            frame.offset,
+            frame.total_len,
+            frame.raw_len,
+            frame.stored_len,
+            frame.kind
+        ])?;
+        ids.push(tx.last_insert_rowid());
+    }
+    Ok(ids)
+}
+
 /// Inserts one put's packs, frames, chunks, layer and alias inside `tx`.
 /// `pin` marks the layer as put directly (a root for gc).
 pub(super) fn insert_put(
@@ -343,33 +375,12 @@ pub(super) fn insert_put(
     let created = now();
     let mut frame_ids: Vec<Vec<i64>> = Vec::with_capacity(packs.len());
     {
-        let mut insert_pack =
-            tx.prepare_cached("INSERT INTO packs(name, size, created) VALUES (?1, ?2, ?3)")?;
-        let mut insert_frame = tx.prepare_cached(
-            "INSERT INTO frames(pack, offset, total_len, raw_len, stored_len, kind)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
         let mut insert_chunk = tx.prepare_cached(
             "INSERT OR IGNORE INTO chunks(hash, frame, offset, len) VALUES (?1, ?2, ?3, ?4)",
         )?;
-        let mut clear_intent = tx.prepare_cached("DELETE FROM pack_intents WHERE name = ?1")?;
         for pack in packs {
-            insert_pack.execute(params![pack.name, pack.size, created])?;
-            let pack_id = tx.last_insert_rowid();
-            // The pack is the index's now: no longer a writer's intent.
-            clear_intent.execute([&pack.name])?;
-            let mut ids = Vec::with_capacity(pack.frames.len());
-            for frame in &pack.frames {
-                insert_frame.execute(params![
-                    pack_id,
-                    frame.offset,
-                    frame.total_len,
-                    frame.raw_len,
-                    frame.stored_len,
-                    frame.kind
-                ])?;
-                let frame_id = tx.last_insert_rowid();
-                ids.push(frame_id);
+            let ids = insert_pack(tx, pack, created)?;
+            for (frame, frame_id) in pack.frames.iter().zip(&ids) {
                 for (id, offset, len) in &frame.chunks {
                     new_chunks +=
                         insert_chunk.execute(params![&id.0[..], frame_id, offset, len])? as u64;

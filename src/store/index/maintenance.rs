@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::Index;
-use super::layers::{FrameLocation, NewPack, layer_id};
+use super::layers::{FrameLocation, NewPack, insert_pack, layer_id};
 use super::schema::*;
 use crate::error::{Error, Result};
 use crate::store::digest::{ChunkId, Digest};
@@ -178,26 +178,8 @@ impl Index {
             params![old_pack, now()],
         )?;
         if let Some(pack) = new_pack {
-            tx.execute(
-                "INSERT INTO packs(name, size, created) VALUES (?1, ?2, ?3)",
-                params![pack.name, pack.size, now()],
-            )?;
-            tx.execute("DELETE FROM pack_intents WHERE name = ?1", [&pack.name])?;
-            let pack_id = tx.last_insert_rowid();
-            for (frame, old_id) in pack.frames.iter().zip(moved) {
-                tx.execute(
-                    "INSERT INTO frames(pack, offset, total_len, raw_len, stored_len, kind)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![
-                        pack_id,
-                        frame.offset,
-                        frame.total_len,
-                        frame.raw_len,
-                        frame.stored_len,
-                        frame.kind
-                    ],
-                )?;
-                let frame_id = tx.last_insert_rowid();
+            let ids = insert_pack(&tx, pack, now())?;
+            for ((frame, old_id), frame_id) in pack.frames.iter().zip(moved).zip(ids) {
                 if frame.kind == 2 {
                     tx.execute(
                         "UPDATE layers SET recipe_frame = ?1 WHERE recipe_frame = ?2",
