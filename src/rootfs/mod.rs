@@ -96,10 +96,14 @@ pub(crate) fn apply_layers(
     owners: bool,
 ) -> Result<Applier> {
     let mut applier = Applier::new(dir, owners)?;
+    // Sizes for progress only: plain rows, one connection (a layer summary
+    // would also sum its share of every chunk).
+    let index = store.index()?;
     let sizes: Vec<u64> = layers
         .iter()
-        .map(|l| store.layer(l).map(|s| s.size).unwrap_or(0))
+        .map(|l| index.layer(l).ok().flatten().map_or(0, |row| row.size))
         .collect();
+    drop(index);
     let total = sizes.iter().sum();
     let mut done = 0;
     store.progress("checkout", done, total);
