@@ -33,7 +33,7 @@ pub use image::{
 };
 pub use layer::input::Compression;
 pub use layer::put::{LayerInfo, PutOptions};
-pub use layer::{GetInfo, LayerSummary, StoreStats};
+pub use layer::{BlobMethodStats, GetInfo, LayerSummary, StoreStats};
 pub use maintenance::{GcOptions, GcReport, Problem, VerifyOptions, VerifyReport};
 pub use rootfs::CheckoutReport;
 pub use store::chunker::ChunkParams;

@@ -20,7 +20,8 @@ struct Fixture {
     dir: tempfile::TempDir,
     store: PathBuf,
     layers: Vec<(Digest, Vec<u8>)>,
-    aliases: Vec<(Digest, Digest)>,
+    /// Compressed digest, its layer's DiffID, and the compressed blob.
+    aliases: Vec<(Digest, Digest, Vec<u8>)>,
     before: Snapshot,
 }
 
@@ -36,7 +37,8 @@ impl Fixture {
         fs::write(tree.join("more"), partly_repetitive(3, 800_000)).unwrap();
         let b = gnu_tar_create(&tree, &dir.path().join("b.tar"), &["--format=posix"]);
         let b_gz = dir.path().join("b.tar.gz");
-        fs::write(&b_gz, gzip(&b)).unwrap();
+        let b_blob = gzip(&b);
+        fs::write(&b_gz, &b_blob).unwrap();
         cli_ok(&store, &["put", dir.path().join("a.tar").to_str().unwrap()]);
         let v = cli_put_json(&store, &b_gz);
         let alias = Digest::parse(v["compressed_digest"].as_str().unwrap()).unwrap();
@@ -45,7 +47,7 @@ impl Fixture {
         Fixture {
             store,
             layers: vec![(Digest::of(&a), a), (Digest::of(&b), b.clone())],
-            aliases: vec![(alias, Digest::of(&b))],
+            aliases: vec![(alias, Digest::of(&b), b_blob)],
             before,
             dir,
         }
@@ -87,12 +89,17 @@ impl Fixture {
                 &format!("{what}: earlier layer {digest}"),
             );
         }
-        for (alias, layer) in &self.aliases {
+        for (alias, layer, blob) in &self.aliases {
             let tar = &self.layers.iter().find(|(d, _)| d == layer).unwrap().1;
             assert_same_bytes(
                 &cli_get(&self.store, &alias.to_string()),
+                blob,
+                &format!("{what}: earlier compressed blob {alias}"),
+            );
+            assert_same_bytes(
+                &cli_ok(&self.store, &["get", "--tar", &alias.to_string()]).stdout,
                 tar,
-                &format!("{what}: earlier alias {alias}"),
+                &format!("{what}: the tar of earlier compressed blob {alias}"),
             );
         }
     }

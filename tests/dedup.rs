@@ -275,6 +275,7 @@ fn same_layer_twice_adds_nothing() {
     assert!(first.new_layer && first.added_bytes > 0 && first.new_chunks > 0);
     let before = store.stats().unwrap();
 
+    let mut before = before;
     for (label, input, compression) in [
         ("same gzip blob again", gz.clone(), Compression::Gzip),
         ("same layer as plain tar", tar.clone(), Compression::None),
@@ -282,15 +283,28 @@ fn same_layer_twice_adds_nothing() {
     ] {
         let again = put_and_check(&store, &input, &tar, compression, label);
         assert!(!again.new_layer, "{label}: new_layer");
-        assert_eq!(again.added_bytes, 0, "{label}: added_bytes");
         assert_eq!(again.new_chunks, 0, "{label}: new_chunks");
         assert_eq!(again.chunks, first.chunks, "{label}: chunks");
         let after = store.stats().unwrap();
-        assert_eq!(
-            after.pack_bytes, before.pack_bytes,
-            "{label}: pack_bytes changed"
+        // A compressed blob the store has not seen costs only what
+        // rebuilds it exactly: for a zstd blob, one small blob frame.
+        let new_blob = label == "same layer as zstd";
+        let allowed = if new_blob { 1024 } else { 0 };
+        assert!(
+            again.added_bytes <= allowed,
+            "{label}: added {} bytes, allowed {allowed}",
+            again.added_bytes
         );
-        assert_eq!(after.packs, before.packs, "{label}: packs");
+        assert_eq!(
+            after.pack_bytes - before.pack_bytes,
+            again.added_bytes,
+            "{label}: pack_bytes"
+        );
+        assert_eq!(
+            after.packs,
+            before.packs + u64::from(new_blob),
+            "{label}: packs"
+        );
         assert_eq!(after.chunks, before.chunks, "{label}: chunks in store");
         assert_eq!(after.layers, 1, "{label}: layers");
         assert_eq!(
@@ -303,6 +317,7 @@ fn same_layer_twice_adds_nothing() {
             before.stored_bytes,
             after.stored_bytes
         );
+        before = after;
     }
     let stats = store.stats().unwrap();
     assert_eq!(stats.aliases, 2, "gzip and zstd blobs are both recorded");

@@ -56,8 +56,7 @@ fn gzip_bomb_is_refused_by_the_size_limit_and_leaves_no_trace() {
             &PutOptions {
                 source_name: Some("bomb.tar.gz".into()),
                 max_uncompressed: Some(64 << 20),
-                progress: None,
-                raw: false,
+                ..PutOptions::default()
             },
         )
         .expect_err("limit must refuse the bomb");

@@ -1,6 +1,8 @@
 //! Export: OCI layouts and docker archives written beside the target and
-//! renamed into place, layers exactly as stored; manifests whose layers
-//! were compressed are rewritten to describe them uncompressed.
+//! renamed into place. An OCI layout gets the original manifests, indexes
+//! and layer blobs, byte for byte, so every digest is unchanged; only a
+//! compressed layer whose blob was not kept exactly (stored before exact
+//! blobs, or `--tar-only`) is written as its tar, in a rewritten manifest.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
@@ -45,6 +47,17 @@ impl LayoutWriter<'_> {
         if self.written.insert(diff_id) {
             let path = self.blob_file(&diff_id);
             let got = self.store.get_layer_to_path(&diff_id, &path, None)?;
+            self.bytes_written += got.size;
+            self.store.progress("export", self.bytes_written, 0);
+        }
+        Ok(())
+    }
+
+    /// Writes a compressed layer blob exactly as it was put.
+    fn write_compressed(&mut self, digest: Digest) -> Result<()> {
+        if self.written.insert(digest) {
+            let path = self.blob_file(&digest);
+            let got = self.store.get_blob_to_path(&digest, &path, None)?;
             self.bytes_written += got.size;
             self.store.progress("export", self.bytes_written, 0);
         }
@@ -141,17 +154,27 @@ impl LayoutWriter<'_> {
         self.write_bytes(record.config, &config)?;
         let mut rewritten = Vec::new();
         for (i, layer) in record.layers.iter().enumerate() {
-            self.write_layer(layer.diff_id)?;
-            if !oci::is_uncompressed_layer(&layer.media_type) || layer.blob_digest != layer.diff_id
+            let as_tar =
+                oci::is_uncompressed_layer(&layer.media_type) && layer.blob_digest == layer.diff_id;
+            if as_tar {
+                self.write_layer(layer.diff_id)?;
+            } else if self
+                .index
+                .alias(&layer.blob_digest)?
+                .is_some_and(|a| a.blob_frame.is_some())
             {
+                self.write_compressed(layer.blob_digest)?;
+            } else {
+                self.write_layer(layer.diff_id)?;
                 rewritten.push(i);
             }
         }
         if rewritten.is_empty() {
             return Ok((bytes, None));
         }
-        // The original compressed blobs cannot be reproduced byte for byte:
-        // describe the exact uncompressed layers instead.
+        // Only the tar of these blobs is kept (put before the store kept
+        // exact blobs, or with --tar-only): describe the exact uncompressed
+        // layers instead.
         let mut doc: Value = serde_json::from_slice(&bytes)
             .map_err(|e| Error::corrupt(format!("stored manifest {digest}: {e}")))?;
         doc["mediaType"] = json!(oci::MT_OCI_MANIFEST);
@@ -173,7 +196,7 @@ impl LayoutWriter<'_> {
         let out = serde_json::to_vec(&doc)
             .map_err(|e| Error::corrupt(format!("encoding manifest: {e}")))?;
         let mut note = format!(
-            "{} compressed layer(s) written uncompressed (the original compressed blobs are not kept byte for byte)",
+            "{} compressed layer(s) written uncompressed (only their tar is kept: they were stored before exact blobs, or with --tar-only)",
             rewritten.len()
         );
         if media_type_of_manifest(&bytes) == Some(oci::MT_DOCKER_MANIFEST) {

@@ -67,13 +67,36 @@ pub(crate) fn write_layer(
     out: &mut dyn Write,
     progress: Option<&(dyn Fn(u64) + Sync)>,
 ) -> Result<u64> {
-    let mut packs = packs.reader();
-    let recipe = load_recipe(&mut packs, layer)?;
-    let (tx, rx) = bounded::<Result<Vec<Segment>>>(2);
+    let mut set = packs.reader();
+    let recipe = load_recipe(&mut set, layer)?;
     let digest = layer.digest;
+    let what = format!("layer {digest}");
+    let (written, actual) = write_recipe(index, set, &recipe, &what, out, progress)?;
+    if actual != digest || written != layer.size {
+        return Err(Error::corrupt(format!(
+            "layer {digest}: reconstructed {written} bytes hash to {actual} \
+             (expected {} bytes): its recipe is damaged",
+            layer.size
+        )));
+    }
+    Ok(written)
+}
+
+/// Streams the pieces of an encoded recipe into `out`, checking every
+/// chunk against its id; `what` names the data in errors. Returns the bytes
+/// written and their sha256.
+pub(crate) fn write_recipe(
+    index: Index,
+    mut packs: PackSet,
+    recipe: &[u8],
+    what: &str,
+    out: &mut dyn Write,
+    progress: Option<&(dyn Fn(u64) + Sync)>,
+) -> Result<(u64, Digest)> {
+    let (tx, rx) = bounded::<Result<Vec<Segment>>>(2);
     std::thread::scope(|scope| {
         let producer = scope.spawn(move || {
-            let result = produce(&index, &mut packs, &recipe, &digest, &tx);
+            let result = produce(&index, &mut packs, recipe, what, &tx);
             if let Err(e) = result {
                 let _ = tx.send(Err(e));
             }
@@ -104,7 +127,7 @@ pub(crate) fn write_layer(
             for segment in batch.iter() {
                 let bytes = segment.bytes();
                 if let Err(e) = out.write_all(bytes) {
-                    failure = Some(Error::io(format!("writing layer {digest}"), e));
+                    failure = Some(Error::io(format!("writing {what}"), e));
                     break 'batches;
                 }
                 written += bytes.len() as u64;
@@ -120,17 +143,9 @@ pub(crate) fn write_layer(
         if let Some(e) = failure {
             return Err(e);
         }
-        let actual = Digest::from_bytes(sha256.into());
-        if actual != digest || written != layer.size {
-            return Err(Error::corrupt(format!(
-                "layer {digest}: reconstructed {written} bytes hash to {actual} \
-                 (expected {} bytes): its recipe is damaged",
-                layer.size
-            )));
-        }
         out.flush()
-            .map_err(|e| Error::io(format!("writing layer {digest}"), e))?;
-        Ok(written)
+            .map_err(|e| Error::io(format!("writing {what}"), e))?;
+        Ok((written, Digest::from_bytes(sha256.into())))
     })
 }
 
@@ -138,11 +153,11 @@ fn produce(
     index: &Index,
     packs: &mut PackSet,
     recipe: &[u8],
-    layer: &Digest,
+    layer: &str,
     tx: &crossbeam_channel::Sender<Result<Vec<Segment>>>,
 ) -> Result<()> {
     let mut entries =
-        RecipeReader::new(recipe).map_err(|e| Error::corrupt(format!("layer {layer}: {e}")))?;
+        RecipeReader::new(recipe).map_err(|e| Error::corrupt(format!("{layer}: {e}")))?;
     let mut cache: HashMap<i64, Arc<Vec<u8>>> = HashMap::new();
     loop {
         let mut items = Vec::new();
@@ -151,7 +166,7 @@ fn produce(
         while bytes < BATCH_BYTES && frames.len() < BATCH_FRAMES {
             let Some(entry) = entries
                 .next_entry()
-                .map_err(|e| Error::corrupt(format!("layer {layer}: {e}")))?
+                .map_err(|e| Error::corrupt(format!("{layer}: {e}")))?
             else {
                 break;
             };
@@ -162,13 +177,11 @@ fn produce(
                 }
                 Entry::Chunk(id, len) => {
                     let loc = index.chunk_location(&id)?.ok_or_else(|| {
-                        Error::corrupt(format!(
-                            "layer {layer}: chunk {id} is missing from the index"
-                        ))
+                        Error::corrupt(format!("{layer}: chunk {id} is missing from the index"))
                     })?;
                     if loc.len != len {
                         return Err(Error::corrupt(format!(
-                            "layer {layer}: chunk {id} is {} bytes in the index, {len} in the recipe",
+                            "{layer}: chunk {id} is {} bytes in the index, {len} in the recipe",
                             loc.len
                         )));
                     }
@@ -198,7 +211,7 @@ fn produce(
             .map(|(loc, map)| {
                 read_frame(map, loc)
                     .map(|(_, raw)| (loc.frame_id, Arc::new(raw)))
-                    .map_err(|e| Error::corrupt(format!("layer {layer}: {e}")))
+                    .map_err(|e| Error::corrupt(format!("{layer}: {e}")))
             })
             .collect::<Result<_>>()?;
         let mut next_cache: HashMap<i64, Arc<Vec<u8>>> = frames
@@ -270,9 +283,9 @@ fn chunk_slice<'a>(
     raw.get(start..end)
 }
 
-fn chunk_error(layer: &Digest, id: &ChunkId, frame: &FrameLocation, what: &str) -> Error {
+fn chunk_error(layer: &str, id: &ChunkId, frame: &FrameLocation, what: &str) -> Error {
     Error::corrupt(format!(
-        "layer {layer}: chunk {id} in pack {} (frame at offset {}) {what}",
+        "{layer}: chunk {id} in pack {} (frame at offset {}) {what}",
         frame.pack, frame.offset
     ))
 }

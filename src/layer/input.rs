@@ -5,7 +5,8 @@
 //! The input's name is never consulted: only its first bytes decide. All
 //! state is streamed; nothing here holds more than a read buffer.
 
-use std::io::{self, BufReader, Chain, Cursor, Read};
+use std::fs::File;
+use std::io::{self, BufReader, Chain, Cursor, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -72,10 +73,12 @@ pub struct TapState {
     pub read_failed: AtomicBool,
 }
 
-/// Counts and (for compressed input) hashes the raw bytes read.
+/// Counts and (for compressed input) hashes the raw bytes read, and
+/// copies them to a spool file when asked to.
 struct Tap<R> {
     inner: R,
     hasher: Option<Sha256>,
+    spool: Option<io::BufWriter<File>>,
     state: Arc<TapState>,
 }
 
@@ -85,6 +88,15 @@ impl<R: Read> Read for Tap<R> {
             Ok(n) => {
                 if let Some(h) = self.hasher.as_mut() {
                     h.update(&buf[..n]);
+                }
+                if let Some(spool) = self.spool.as_mut()
+                    && let Err(e) = spool.write_all(&buf[..n])
+                {
+                    self.state.read_failed.store(true, Ordering::Relaxed);
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("writing the spool file: {e}"),
+                    ));
                 }
                 self.state.bytes.fetch_add(n as u64, Ordering::Relaxed);
                 Ok(n)
@@ -153,7 +165,13 @@ pub struct LayerStream<R: Read> {
 
 impl<R: Read> LayerStream<R> {
     /// Sniffs the first bytes of `input` and sets up decompression.
-    pub fn open(mut input: R) -> io::Result<Self> {
+    pub fn open(input: R) -> io::Result<Self> {
+        Self::open_spooled(input, None)
+    }
+
+    /// Like [`LayerStream::open`]; a compressed input's raw bytes are also
+    /// copied to `spool` as they are read (a plain tar's are not).
+    pub(crate) fn open_spooled(mut input: R, spool: Option<File>) -> io::Result<Self> {
         let state = Arc::new(TapState::default());
         let magic = read_magic(&mut input).inspect_err(|_| {
             state.read_failed.store(true, Ordering::Relaxed);
@@ -173,9 +191,16 @@ impl<R: Read> LayerStream<R> {
             h.update(&magic);
         }
         state.bytes.store(magic.len() as u64, Ordering::Relaxed);
+        let mut spool = spool
+            .filter(|_| compression != Compression::None)
+            .map(|f| io::BufWriter::with_capacity(1 << 20, f));
+        if let Some(out) = spool.as_mut() {
+            out.write_all(&magic)?;
+        }
         let tap = Tap {
             inner: input,
             hasher,
+            spool,
             state: state.clone(),
         };
         let source = Cursor::new(magic).chain(tap);
@@ -214,6 +239,7 @@ impl<R: Read> LayerStream<R> {
     /// After the uncompressed stream hit EOF: reads whatever raw bytes
     /// remain (there should be none) and returns the raw input's sha256
     /// (None for plain tar, whose digest is the DiffID) and its length.
+    /// The spool file, if any, is complete and flushed afterwards.
     pub fn finish(self) -> io::Result<(Option<Digest>, u64)> {
         let source = match self.decoder {
             Decoder::Plain(_) => return Ok((None, self.state.bytes.load(Ordering::Relaxed))),
@@ -227,6 +253,11 @@ impl<R: Read> LayerStream<R> {
                 io::ErrorKind::InvalidData,
                 format!("{rest} bytes of trailing data after the compressed stream"),
             ));
+        }
+        if let Some(spool) = tap.spool.take() {
+            spool
+                .into_inner()
+                .map_err(|e| io::Error::other(format!("writing the spool file: {}", e.error())))?;
         }
         let digest = tap
             .hasher

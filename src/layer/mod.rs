@@ -5,6 +5,7 @@
 //! `get` streams it back, checking every chunk and the DiffID. On error a
 //! put adds nothing and a get has written only a verified prefix.
 
+pub(crate) mod exact;
 pub(crate) mod get;
 pub(crate) mod input;
 pub(crate) mod put;
@@ -75,6 +76,22 @@ pub struct StoreStats {
     pub images: u64,
     /// `logical_bytes / stored_bytes` (0 for an empty store).
     pub dedup_ratio: f64,
+    /// Compressed blobs by how they come back exactly.
+    pub blobs: Vec<BlobMethodStats>,
+}
+
+/// Compressed blobs kept one way, for `stat`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BlobMethodStats {
+    /// `preflate`, `zstd`, `verbatim`, or `tar-only` (only the tar is kept).
+    pub method: String,
+    /// Blobs.
+    pub count: u64,
+    /// Their total size.
+    pub blob_bytes: u64,
+    /// Extra data kept to rebuild them, before deduplication and
+    /// compression.
+    pub extra_bytes: u64,
 }
 
 impl Store {
@@ -188,25 +205,22 @@ impl Store {
         path: impl AsRef<Path>,
         progress: Option<&(dyn Fn(u64) + Sync)>,
     ) -> Result<GetInfo> {
-        let path = path.as_ref();
-        let tmp = crate::util::fs::temp_sibling(path);
-        let result = (|| {
-            let file = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .context(|| format!("creating {}", tmp.display()))?;
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-            let info = self.get_layer_with(digest, &mut out, progress)?;
-            out.into_inner()
-                .map_err(|e| Error::io(format!("writing {}", tmp.display()), e.into_error()))?;
-            fs::rename(&tmp, path).context(|| format!("renaming to {}", path.display()))?;
-            Ok(info)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+        write_atomically(path.as_ref(), |out| {
+            self.get_layer_with(digest, out, progress)
+        })
+    }
+
+    /// [`Store::get_blob`] to the file at `path`, atomically, like
+    /// [`Store::get_layer_to_path`].
+    pub fn get_blob_to_path(
+        &self,
+        digest: &Digest,
+        path: impl AsRef<Path>,
+        progress: Option<&(dyn Fn(u64) + Sync)>,
+    ) -> Result<GetInfo> {
+        write_atomically(path.as_ref(), |out| {
+            self.get_blob_with(digest, out, progress)
+        })
     }
 
     /// Looks a layer up by DiffID or compressed digest.
@@ -286,7 +300,18 @@ impl Store {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stats(&self) -> Result<StoreStats> {
-        let s = self.index()?.stats()?;
+        let index = self.index()?;
+        let s = index.stats()?;
+        let blobs = index
+            .blob_methods()?
+            .into_iter()
+            .map(|(method, count, blob_bytes, extra_bytes)| BlobMethodStats {
+                method,
+                count,
+                blob_bytes,
+                extra_bytes,
+            })
+            .collect();
         let pack_bytes = self.packs().size()?;
         let stored_bytes = pack_bytes + self.non_pack_bytes()?;
         Ok(StoreStats {
@@ -304,8 +329,35 @@ impl Store {
             } else {
                 s.logical_bytes as f64 / stored_bytes as f64
             },
+            blobs,
         })
     }
+}
+
+/// Runs `write` into a temporary sibling of `path` and renames it into
+/// place only if it succeeds; otherwise removes it.
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> Result<GetInfo>,
+) -> Result<GetInfo> {
+    let tmp = crate::util::fs::temp_sibling(path);
+    let result = (|| {
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .context(|| format!("creating {}", tmp.display()))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let info = write(&mut out)?;
+        out.into_inner()
+            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e.into_error()))?;
+        fs::rename(&tmp, path).context(|| format!("renaming to {}", path.display()))?;
+        Ok(info)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
 }
 
 fn summaries(listing: Vec<LayerListing>) -> Vec<LayerSummary> {

@@ -22,15 +22,17 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
+use crate::layer::exact::{ExtraSink, describe_blob};
 use crate::layer::input::{Compression, LayerStream};
 use crate::store::Store;
 use crate::store::chunker::Cdc;
 use crate::store::digest::{ChunkId, Digest};
-use crate::store::index::{Index, NewFrame, NewLayer, NewPack};
+use crate::store::index::{Index, NewAlias, NewBlob, NewFrame, NewLayer, NewPack};
 use crate::store::pack::{self, FrameHeader, FrameKind};
 use crate::store::packs::{FinishedPack, PackWriter, Packs};
 use crate::store::recipe::RecipeWriter;
 use crate::store::split::{Piece, Splitter, TarEnd};
+use crate::util::fs::Spool;
 
 /// Size of the buffers the reader thread hands to the splitter.
 const READ_BLOCK: usize = 1 << 20;
@@ -54,6 +56,10 @@ pub struct PutOptions<'a> {
     /// all). Off by default, so that a broken layer is never accepted by
     /// accident.
     pub raw: bool,
+    /// Keep only the tar of a compressed input, not what rebuilds the
+    /// compressed blob exactly (faster; `get` of the compressed digest then
+    /// fails, `get --tar` works). Off by default.
+    pub tar_only: bool,
 }
 
 /// What a put did.
@@ -77,6 +83,15 @@ pub struct LayerInfo {
     pub new_chunks: u64,
     /// False when the layer was already in the store (it is pinned again).
     pub new_layer: bool,
+    /// How the compressed blob is kept exactly (`preflate`, `zstd`,
+    /// `verbatim`), when the input was compressed and it is.
+    pub blob_method: Option<String>,
+    /// Bytes of extra data the method keeps for the blob (before dedup
+    /// and compression).
+    pub blob_extra_bytes: Option<u64>,
+    /// Why a cheaper method did not reproduce the blob, when one was tried
+    /// and failed.
+    pub blob_note: Option<String>,
 }
 
 /// What the reader thread learned.
@@ -86,6 +101,11 @@ struct ReadOutcome {
     compression: Compression,
     compressed_digest: Option<Digest>,
     input_size: u64,
+}
+
+/// The blob's spool file while a put runs.
+struct BlobSpool {
+    spool: Spool,
 }
 
 /// Settings a put needs from the store.
@@ -113,6 +133,8 @@ pub(crate) struct PreparedPut {
     pub packs: Vec<NewPack>,
     pub layer: NewLayer,
     pub info: LayerInfo,
+    /// Chunks of the blob's extra data this put wrote (not the tar's).
+    pub blob_new_chunks: u64,
     pack_files: Packs,
     committed: bool,
 }
@@ -156,7 +178,7 @@ pub(crate) fn put_layer<R: Read + Send>(
     info.new_layer = commit.new_layer;
     // What the index did not have: another writer may have stored some
     // of this put's chunks meanwhile.
-    info.new_chunks = commit.new_chunks;
+    info.new_chunks = commit.new_chunks.saturating_sub(prepared.blob_new_chunks);
     drop(prepared);
     Ok(info)
 }
@@ -177,11 +199,26 @@ pub(crate) fn prepare_put<R: Read + Send>(
     let (free_tx, free_rx) = bounded::<Vec<u8>>(READ_QUEUE + 2);
     let max = opts.max_uncompressed;
     let progress = opts.progress;
+    let (spool, spool_file) = if opts.tar_only {
+        (None, None)
+    } else {
+        let (spool, file) = Spool::create(ctx.store.path())?;
+        (Some(BlobSpool { spool }), Some(file))
+    };
 
     std::thread::scope(|scope| {
         let reader_name = name.clone();
-        let reader =
-            scope.spawn(move || read_input(input, &reader_name, max, progress, data_tx, free_rx));
+        let reader = scope.spawn(move || {
+            read_input(
+                input,
+                &reader_name,
+                max,
+                progress,
+                spool_file,
+                data_tx,
+                free_rx,
+            )
+        });
         let source = ChannelReader {
             rx: data_rx,
             current: Vec::new(),
@@ -196,7 +233,7 @@ pub(crate) fn prepare_put<R: Read + Send>(
                     // Dropping `stored` deletes the packs written so far.
                     check_complete_tar(&name, stored.tar_end)?;
                 }
-                finish_prepare(ctx, outcome, &mut stored, session)
+                finish_prepare(ctx, outcome, &mut stored, session, spool.as_ref())
             }
             // The reader stopped because the splitter did: the splitter's
             // error (a full disk, say) is the cause.
@@ -213,6 +250,7 @@ fn read_input<R: Read>(
     name: &str,
     max: Option<u64>,
     progress: Option<&(dyn Fn(u64) + Sync)>,
+    spool: Option<std::fs::File>,
     tx: Sender<io::Result<Vec<u8>>>,
     free: Receiver<Vec<u8>>,
 ) -> Result<Option<ReadOutcome>> {
@@ -220,7 +258,7 @@ fn read_input<R: Read>(
         let _ = tx.send(Err(io::Error::other("input failed")));
         Err(err)
     };
-    let mut stream = match LayerStream::open(input) {
+    let mut stream = match LayerStream::open_spooled(input, spool) {
         Ok(s) => s,
         // A format it recognises and refuses (xz, bzip2).
         Err(e) if e.kind() == io::ErrorKind::InvalidData => {
@@ -412,6 +450,7 @@ fn finish_prepare(
     read: ReadOutcome,
     stored: &mut Stored,
     session: &mut PutSession,
+    spool: Option<&BlobSpool>,
 ) -> Result<PreparedPut> {
     let recipe = stored
         .recipe
@@ -435,6 +474,12 @@ fn finish_prepare(
                 .write_recipe(read.diff_id, read.size, recipe.finish()?)?,
         )
     };
+    let blob = match (read.compressed_digest, spool) {
+        (Some(digest), Some(spool)) => {
+            keep_blob_exactly(ctx, &read, digest, stored, &session.pending_chunks, spool)?
+        }
+        _ => None,
+    };
     let packs = stored.frames.finish()?;
     let added_bytes = packs.iter().map(|p| p.size).sum();
     for pack in &packs {
@@ -445,12 +490,19 @@ fn finish_prepare(
         }
     }
     session.pending_layers.insert(read.diff_id);
-    let alias = read.compressed_digest.map(|d| {
-        (
-            d,
-            read.compression.media_type().to_string(),
-            read.input_size,
-        )
+    let (blob, blob_note, blob_new_chunks) = match blob {
+        Some(kept) => (Some(kept.blob), kept.note, kept.new_chunks),
+        None => (None, None, 0),
+    };
+    let (blob_method, blob_extra_bytes) = match &blob {
+        Some(b) => (Some(b.method.clone()), Some(b.extra_bytes)),
+        None => (None, None),
+    };
+    let alias = read.compressed_digest.map(|digest| NewAlias {
+        digest,
+        media_type: read.compression.media_type().to_string(),
+        size: read.input_size,
+        blob,
     });
     let layer = NewLayer {
         digest: read.diff_id,
@@ -470,14 +522,81 @@ fn finish_prepare(
         chunks: stored.chunks,
         new_chunks: stored.new_chunks,
         new_layer: recipe_frame.is_some(),
+        blob_method,
+        blob_extra_bytes,
+        blob_note,
     };
     Ok(PreparedPut {
         packs,
         layer,
         info,
+        blob_new_chunks,
         pack_files: ctx.store.packs(),
         committed: false,
     })
+}
+
+/// What [`keep_blob_exactly`] did.
+struct KeptBlob {
+    blob: NewBlob,
+    /// Why cheaper methods failed, if they did.
+    note: Option<String>,
+    /// Chunks of extra data written.
+    new_chunks: u64,
+}
+
+/// Finds and stores what rebuilds the compressed blob exactly, unless the
+/// store already can.
+fn keep_blob_exactly(
+    ctx: &PutContext<'_>,
+    read: &ReadOutcome,
+    digest: Digest,
+    stored: &mut Stored,
+    pending: &HashSet<ChunkId>,
+    spool: &BlobSpool,
+) -> Result<Option<KeptBlob>> {
+    if let Some(alias) = ctx.index.alias(&digest)?
+        && alias.blob_frame.is_some()
+    {
+        let blob = NewBlob {
+            frame: None,
+            method: alias.method.unwrap_or_default(),
+            extra_bytes: alias.extra_bytes,
+            extra_chunks: Vec::new(),
+        };
+        return Ok(Some(KeptBlob {
+            blob,
+            note: None,
+            new_chunks: 0,
+        }));
+    }
+    let sink = ExtraSink::new(ctx.cdc.clone(), &mut stored.frames, ctx.index, pending)?;
+    let plan = describe_blob(
+        spool.spool.path(),
+        ctx.store.path(),
+        read.compression,
+        read.size,
+        sink,
+    )?;
+    let method = plan.description.method.name().to_string();
+    let extra_bytes = plan.description.extra_len;
+    let frame = stored.frames.write_blob(
+        read.diff_id,
+        read.size,
+        (digest, read.input_size),
+        plan.description.encode(),
+    )?;
+    let blob = NewBlob {
+        frame: Some(frame),
+        method,
+        extra_bytes,
+        extra_chunks: plan.extra_chunks,
+    };
+    Ok(Some(KeptBlob {
+        blob,
+        note: (!plan.notes.is_empty()).then(|| plan.notes.join("; ")),
+        new_chunks: plan.new_chunks,
+    }))
 }
 
 thread_local! {
@@ -669,6 +788,19 @@ impl FrameWriter {
         self.flush()?;
         let (header, payload) = pack::encode_recipe_frame(diff_id, size, recipe);
         debug_assert_eq!(header.kind, FrameKind::Recipe);
+        self.append(header, &payload)
+    }
+
+    /// Appends a blob frame; returns its (pack, frame) position.
+    pub(crate) fn write_blob(
+        &mut self,
+        diff_id: Digest,
+        size: u64,
+        blob: (Digest, u64),
+        description: Vec<u8>,
+    ) -> Result<(usize, usize)> {
+        self.flush()?;
+        let (header, payload) = pack::encode_blob_frame(diff_id, size, blob, description);
         self.append(header, &payload)
     }
 

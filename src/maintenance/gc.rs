@@ -196,9 +196,9 @@ fn rewrite_pack(index: &mut Index, store: &Store, usage: &PackUsage) -> Result<u
     let mut moved = Vec::new();
     for row in index.pack_frames(usage.id)? {
         let (header, raw) = read_frame(&map, &row.location)?;
-        // Recipe frames are stored as is (codec none): their decoded bytes
-        // are their payload.
-        let (new_header, payload) = if row.kind == 2 {
+        // Recipe and blob frames are stored as is (codec none): their
+        // decoded bytes are their payload.
+        let (new_header, payload) = if row.kind == 2 || row.kind == 3 {
             (header, raw)
         } else {
             let live = index.frame_chunks(row.location.frame_id)?;

@@ -10,9 +10,11 @@ use rayon::prelude::*;
 
 use super::verify::{Damage, Problem};
 use crate::error::Result;
+use crate::layer::input::Compression;
 use crate::store::Store;
+use crate::store::blob::{BlobCompression, BlobDescription};
 use crate::store::digest::{ChunkId, Digest};
-use crate::store::index::{FrameLocation, Index};
+use crate::store::index::{FrameLocation, Index, RepairedAlias};
 use crate::store::pack::{self, FrameHeader, FrameKind};
 use crate::store::packs::read_frame;
 use crate::store::recipe::{Entry, RecipeReader};
@@ -42,6 +44,7 @@ pub(super) fn repair(store: &Store, index: &mut Index, damage: &Damage) -> Resul
         .filter(|n| !intents.contains_key(n))
         .collect();
     let mut recipes: Vec<(Digest, u64, i64, Vec<u8>)> = Vec::new();
+    let mut blobs: Vec<FoundBlob> = Vec::new();
     let mut restored_chunks = 0u64;
     // Damaged chunks for which an intact copy was found.
     let mut healed: HashSet<ChunkId> = HashSet::new();
@@ -149,6 +152,23 @@ pub(super) fn repair(store: &Store, index: &mut Index, damage: &Damage) -> Resul
                         }
                     }
                 }
+                FrameKind::Blob => {
+                    if let (Some(layer), Some(blob)) = (header.recipe_of, header.blob_of) {
+                        let known = index
+                            .alias(&blob.0)?
+                            .is_some_and(|a| a.blob_frame.is_some());
+                        if !known && (!pack_was_known || index.frame_at(pack_id, offset)?.is_some())
+                        {
+                            let frame = get_frame(index)?;
+                            blobs.push(FoundBlob {
+                                layer: layer.0,
+                                blob,
+                                frame,
+                                description: raw,
+                            });
+                        }
+                    }
+                }
                 FrameKind::Recipe => {
                     if let Some((digest, size)) = header.recipe_of {
                         let needed = damage.layers.contains(&digest)
@@ -236,5 +256,78 @@ pub(super) fn repair(store: &Store, index: &mut Index, damage: &Damage) -> Resul
             repaired.push(format!("layer {digest}: recipe location restored"));
         }
     }
+    for found in blobs {
+        let (layer, (digest, size)) = (found.layer, found.blob);
+        match restore_alias(index, &layer, digest, size, found.frame, &found.description)? {
+            Ok(true) => repaired.push(format!(
+                "blob {digest}: its exact rebuild restored (layer {layer})"
+            )),
+            Ok(false) => {}
+            Err(why) => fail(format!("blob {digest}"), why),
+        }
+    }
     Ok(RepairOutcome { repaired, failed })
+}
+
+/// A blob frame the index does not know.
+struct FoundBlob {
+    /// The layer's DiffID.
+    layer: Digest,
+    /// The blob's sha256 and size.
+    blob: (Digest, u64),
+    /// Its frame row.
+    frame: i64,
+    /// The frame's payload.
+    description: Vec<u8>,
+}
+
+/// Records a compressed blob from its blob frame, if its layer and every
+/// chunk of its extra data are in the index. Ok(false): its layer is not
+/// (it was removed, or is lost and listed as such).
+fn restore_alias(
+    index: &mut Index,
+    layer: &Digest,
+    digest: Digest,
+    size: u64,
+    frame: i64,
+    raw: &[u8],
+) -> Result<std::result::Result<bool, String>> {
+    let description = match BlobDescription::decode(raw) {
+        Ok(d) => d,
+        Err(e) => return Ok(Err(format!("its blob frame does not decode: {e}"))),
+    };
+    let mut chunks = Vec::new();
+    let Ok(reader) = RecipeReader::new(&description.extra_recipe) else {
+        return Ok(Err("its extra data's recipe does not decode".into()));
+    };
+    for entry in reader {
+        match entry {
+            Ok(Entry::Chunk(id, _)) => chunks.push(id),
+            Ok(Entry::Inline(_)) => {}
+            Err(e) => return Ok(Err(format!("its extra data's recipe does not decode: {e}"))),
+        }
+    }
+    chunks.sort();
+    chunks.dedup();
+    for id in &chunks {
+        if !index.has_chunk(id)? {
+            return Ok(Err(format!(
+                "chunk {id} of its extra data is in no pack; only its tar can be read (get --tar)"
+            )));
+        }
+    }
+    let media_type = match description.compression {
+        BlobCompression::Gzip => Compression::Gzip.media_type(),
+        BlobCompression::Zstd => Compression::Zstd.media_type(),
+    };
+    let alias = RepairedAlias {
+        digest,
+        media_type: media_type.to_string(),
+        size,
+        frame,
+        method: description.method.name().to_string(),
+        extra_bytes: description.extra_len,
+        extra_chunks: chunks,
+    };
+    Ok(Ok(index.repair_alias(layer, &alias)?))
 }

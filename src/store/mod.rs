@@ -17,6 +17,7 @@
 //! A `Store` value is cheap and thread-safe: each operation opens its own
 //! index connection, so threads and processes may share one store.
 
+pub(crate) mod blob;
 pub(crate) mod chunker;
 pub(crate) mod digest;
 pub(crate) mod index;

@@ -6,13 +6,17 @@
 //!           stored_len:u64le table check:[u8;16] payload:[u8; stored_len]
 //! table  := chunks frame: entries x (blake3 id:[u8;32] len:u32le)
 //!           recipe frame: 1 x (diffid sha256:[u8;32] size:u64le)
+//!           blob frame:   1 x (diffid sha256:[u8;32] size:u64le
+//!                              blob sha256:[u8;32] blob_size:u64le)
 //! check  := first 16 bytes of BLAKE3 over everything from "LSFR" to the table's end
 //! ```
 //!
 //! A chunks frame's payload is its chunks' bytes, concatenated and
 //! zstd-compressed together (codec 1), or stored as is (codec 0) when that
 //! is smaller. A recipe frame's payload is a layer recipe (already
-//! compressed). Frames describe themselves, so the index can be rebuilt by
+//! compressed). A blob frame's payload says how to rebuild one compressed
+//! blob of a layer byte for byte (see `store::blob`; pack version 2).
+//! Frames describe themselves, so the index can be rebuilt by
 //! scanning packs. Packs are written under a temporary name, fsynced, and
 //! renamed into place; they are never modified afterwards, only replaced.
 
@@ -21,8 +25,11 @@ use crate::store::digest::{ChunkId, Digest};
 
 /// Pack file magic.
 pub const PACK_MAGIC: &[u8; 8] = b"LSPACK\0\0";
-/// Pack format version written by this build.
-pub const PACK_VERSION: u32 = 1;
+/// Pack format version written by this build. Version 2 added blob
+/// frames; version-1 packs are read as they are.
+pub const PACK_VERSION: u32 = 2;
+/// Oldest pack format version this build reads.
+pub const PACK_VERSION_MIN: u32 = 1;
 /// Bytes before the first frame.
 pub const PACK_HEADER_LEN: u64 = 16;
 
@@ -31,6 +38,7 @@ const FIXED_LEN: usize = 28;
 const CHECK_LEN: usize = 16;
 const CHUNK_ENTRY_LEN: usize = 36;
 const RECIPE_ENTRY_LEN: usize = 40;
+const BLOB_ENTRY_LEN: usize = 80;
 /// Upper bound on entries in a frame the reader accepts.
 pub const MAX_FRAME_ENTRIES: u32 = 1 << 16;
 /// Upper bound on a frame's uncompressed payload the reader accepts.
@@ -43,6 +51,8 @@ pub enum FrameKind {
     Chunks = 1,
     /// One layer recipe.
     Recipe = 2,
+    /// How to rebuild one compressed blob of a layer.
+    Blob = 3,
 }
 
 /// How a frame's payload is stored.
@@ -67,8 +77,10 @@ pub struct FrameHeader {
     pub stored_len: u64,
     /// For chunk frames: each chunk's id and length, in payload order.
     pub chunks: Vec<(ChunkId, u32)>,
-    /// For recipe frames: the layer's DiffID and uncompressed size.
+    /// For recipe and blob frames: the layer's DiffID and uncompressed size.
     pub recipe_of: Option<(Digest, u64)>,
+    /// For blob frames: the compressed blob's sha256 and size.
+    pub blob_of: Option<(Digest, u64)>,
 }
 
 impl FrameHeader {
@@ -77,6 +89,7 @@ impl FrameHeader {
         let table = match self.kind {
             FrameKind::Chunks => self.chunks.len() * CHUNK_ENTRY_LEN,
             FrameKind::Recipe => RECIPE_ENTRY_LEN,
+            FrameKind::Blob => BLOB_ENTRY_LEN,
         };
         (FIXED_LEN + table + CHECK_LEN) as u64
     }
@@ -94,7 +107,7 @@ impl FrameHeader {
         out.extend_from_slice(&[0, 0]);
         let entries = match self.kind {
             FrameKind::Chunks => self.chunks.len() as u32,
-            FrameKind::Recipe => 1,
+            FrameKind::Recipe | FrameKind::Blob => 1,
         };
         out.extend_from_slice(&entries.to_le_bytes());
         out.extend_from_slice(&self.raw_len.to_le_bytes());
@@ -106,10 +119,16 @@ impl FrameHeader {
                     out.extend_from_slice(&len.to_le_bytes());
                 }
             }
-            FrameKind::Recipe => {
-                let (digest, size) = self.recipe_of.unwrap_or((Digest::from_bytes([0; 32]), 0));
+            FrameKind::Recipe | FrameKind::Blob => {
+                let none = (Digest::from_bytes([0; 32]), 0);
+                let (digest, size) = self.recipe_of.unwrap_or(none);
                 out.extend_from_slice(digest.as_bytes());
                 out.extend_from_slice(&size.to_le_bytes());
+                if self.kind == FrameKind::Blob {
+                    let (blob, blob_size) = self.blob_of.unwrap_or(none);
+                    out.extend_from_slice(blob.as_bytes());
+                    out.extend_from_slice(&blob_size.to_le_bytes());
+                }
             }
         }
         let check = blake3::hash(&out);
@@ -132,6 +151,7 @@ impl FrameHeader {
         let kind = match bytes[4] {
             1 => FrameKind::Chunks,
             2 => FrameKind::Recipe,
+            3 => FrameKind::Blob,
             k => return Err(format!("unknown frame kind {k}")),
         };
         let codec = match bytes[5] {
@@ -153,7 +173,10 @@ impl FrameHeader {
         let table_len = match kind {
             FrameKind::Chunks => entries as usize * CHUNK_ENTRY_LEN,
             FrameKind::Recipe if entries == 1 => RECIPE_ENTRY_LEN,
-            FrameKind::Recipe => return Err(format!("recipe frame with {entries} entries")),
+            FrameKind::Blob if entries == 1 => BLOB_ENTRY_LEN,
+            FrameKind::Recipe | FrameKind::Blob => {
+                return Err(format!("{kind:?} frame with {entries} entries"));
+            }
         };
         let check_at = FIXED_LEN + table_len;
         if bytes.len() < check_at + CHECK_LEN {
@@ -171,6 +194,14 @@ impl FrameHeader {
             stored_len,
             chunks: Vec::new(),
             recipe_of: None,
+            blob_of: None,
+        };
+        let digest_at = |at: usize| {
+            let mut digest = [0u8; 32];
+            digest.copy_from_slice(&table[at..at + 32]);
+            let mut size = [0u8; 8];
+            size.copy_from_slice(&table[at + 32..at + 40]);
+            (Digest::from_bytes(digest), u64::from_le_bytes(size))
         };
         match kind {
             FrameKind::Chunks => {
@@ -188,12 +219,10 @@ impl FrameHeader {
                     ));
                 }
             }
-            FrameKind::Recipe => {
-                let mut digest = [0u8; 32];
-                digest.copy_from_slice(&table[..32]);
-                let mut size = [0u8; 8];
-                size.copy_from_slice(&table[32..40]);
-                header.recipe_of = Some((Digest::from_bytes(digest), u64::from_le_bytes(size)));
+            FrameKind::Recipe => header.recipe_of = Some(digest_at(0)),
+            FrameKind::Blob => {
+                header.recipe_of = Some(digest_at(0));
+                header.blob_of = Some(digest_at(40));
             }
         }
         Ok(header)
@@ -245,6 +274,7 @@ pub fn encode_chunk_frame(
         stored_len: payload.len() as u64,
         chunks,
         recipe_of: None,
+        blob_of: None,
     };
     Ok((header, payload))
 }
@@ -258,8 +288,29 @@ pub fn encode_recipe_frame(diff_id: Digest, size: u64, recipe: Vec<u8>) -> (Fram
         stored_len: recipe.len() as u64,
         chunks: Vec::new(),
         recipe_of: Some((diff_id, size)),
+        blob_of: None,
     };
     (header, recipe)
+}
+
+/// Builds a blob frame: how to rebuild blob `blob` (sha256, size) of
+/// layer `diff_id` (DiffID, size) from the layer's tar.
+pub fn encode_blob_frame(
+    diff_id: Digest,
+    size: u64,
+    blob: (Digest, u64),
+    description: Vec<u8>,
+) -> (FrameHeader, Vec<u8>) {
+    let header = FrameHeader {
+        kind: FrameKind::Blob,
+        codec: Codec::None,
+        raw_len: description.len() as u64,
+        stored_len: description.len() as u64,
+        chunks: Vec::new(),
+        recipe_of: Some((diff_id, size)),
+        blob_of: Some(blob),
+    };
+    (header, description)
 }
 
 /// Checks a pack's file header.
@@ -268,9 +319,9 @@ pub fn check_pack_header(bytes: &[u8]) -> std::result::Result<(), String> {
         return Err("not a layerstore pack (bad magic)".into());
     }
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    if version != PACK_VERSION {
+    if !(PACK_VERSION_MIN..=PACK_VERSION).contains(&version) {
         return Err(format!(
-            "pack format version {version}, expected {PACK_VERSION}"
+            "pack format version {version}; this build reads versions {PACK_VERSION_MIN} to {PACK_VERSION}"
         ));
     }
     Ok(())

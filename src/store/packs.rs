@@ -14,6 +14,7 @@ use std::sync::Arc;
 use memmap2::Mmap;
 
 use crate::error::{Error, IoContext, Result};
+use crate::store::digest::Digest;
 use crate::store::index::{FrameLocation, LayerRow};
 use crate::store::pack::{FrameHeader, FrameKind, PACK_HEADER_LEN, PACK_MAGIC, PACK_VERSION};
 
@@ -177,6 +178,29 @@ pub(crate) fn load_recipe(packs: &mut PackSet, layer: &LayerRow) -> Result<Vec<u
         )));
     }
     Ok(recipe)
+}
+
+/// Loads the description of compressed blob `blob` (sha256, size) of the
+/// layer `layer` (DiffID, size), checking that the frame is that blob's.
+pub(crate) fn load_blob_description(
+    packs: &mut PackSet,
+    frame: &FrameLocation,
+    layer: (Digest, u64),
+    blob: (Digest, u64),
+) -> Result<Vec<u8>> {
+    let map = packs.map(&frame.pack)?;
+    let (header, description) = read_frame(&map, frame)
+        .map_err(|e| Error::corrupt(format!("blob {}: description: {e}", blob.0)))?;
+    if header.kind != FrameKind::Blob
+        || header.recipe_of != Some(layer)
+        || header.blob_of != Some(blob)
+    {
+        return Err(Error::corrupt(format!(
+            "blob {}: the frame in pack {} at offset {} describes another blob",
+            blob.0, frame.pack, frame.offset
+        )));
+    }
+    Ok(description)
 }
 
 /// Writes one new pack under a temporary name; [`PackWriter::finish`]

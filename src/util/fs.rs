@@ -141,12 +141,24 @@ pub(crate) fn spool_files(dir: &Path) -> Vec<(PathBuf, u64)> {
 }
 
 /// A temporary file, removed when dropped: the tar of an image archive
-/// that arrived compressed or on a pipe, where import needs to seek.
+/// that arrived compressed or on a pipe, where import needs to seek, or
+/// the compressed blob a put analyses for its exact rebuild.
 pub(crate) struct Spool {
     path: PathBuf,
 }
 
 impl Spool {
+    /// Creates a new, empty hidden file in `dir`, open for writing.
+    pub(crate) fn create(dir: &Path) -> Result<(Spool, fs::File)> {
+        let path = dir.join(format!(".spool-{}.tmp", random_hex(8)));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .context(|| format!("creating {}", path.display()))?;
+        Ok((Spool { path }, file))
+    }
+
     /// Writes everything `input` yields to a new hidden file in `dir`;
     /// `bad_input` turns a read error into the caller's error.
     pub(crate) fn fill(

@@ -19,6 +19,7 @@ pub(crate) fn put(
     json: bool,
     max_size: Option<u64>,
     raw: bool,
+    tar_only: bool,
 ) -> Result<()> {
     let (input, name, total): (Box<dyn io::Read + Send>, String, Option<u64>) = if file == "-" {
         (Box::new(io::stdin()), "stdin".to_string(), None)
@@ -45,6 +46,7 @@ pub(crate) fn put(
             max_uncompressed: max_size,
             progress: Some(&report),
             raw,
+            tar_only,
         },
     );
     if let Some(b) = &bar {
@@ -58,7 +60,18 @@ pub(crate) fn put(
         // summary is for people, on stderr.
         outln!("{}", info.digest);
         if let Some(c) = info.compressed_digest {
-            eprintln!("compressed ({}) {c}", info.compression.name());
+            let kept = match (&info.blob_method, info.blob_extra_bytes) {
+                (Some(m), Some(extra)) => format!(
+                    "kept exactly by {m}, {} of extra data ({:.2}% of the blob)",
+                    human(extra),
+                    100.0 * extra as f64 / info.input_size.max(1) as f64
+                ),
+                _ => "only its tar kept (--tar-only)".to_string(),
+            };
+            eprintln!("compressed ({}) {c}: {kept}", info.compression.name());
+            if let Some(note) = &info.blob_note {
+                eprintln!("  why not smaller: {note}");
+            }
         }
         eprintln!(
             "{} uncompressed, {} chunks ({} new), store grew by {}{}",
@@ -76,17 +89,24 @@ pub(crate) fn put(
     Ok(())
 }
 
-pub(crate) fn get(store: &Store, digest_text: &str, output: Option<PathBuf>) -> Result<()> {
+pub(crate) fn get(
+    store: &Store,
+    digest_text: &str,
+    output: Option<PathBuf>,
+    tar: bool,
+) -> Result<()> {
     let digest = parse_digest(digest_text)?;
     let layer = store
         .layer(&digest)
         .with_context(|| format!("get {digest_text}"))?;
-    if layer.digest != digest {
+    let as_tar = tar || layer.digest == digest;
+    if layer.digest != digest && tar {
         eprintln!(
             "layerstore: {digest} is a compressed blob; writing its uncompressed layer {}",
             layer.digest
         );
     }
+    // A compressed blob's progress counts the tar it is rebuilt from.
     let bar = progress_bar(Some(layer.size), "get");
     let report = |n: u64| {
         if let Some(b) = &bar {
@@ -94,14 +114,19 @@ pub(crate) fn get(store: &Store, digest_text: &str, output: Option<PathBuf>) -> 
         }
     };
     let result = match &output {
-        Some(path) => store.get_layer_to_path(&digest, path, Some(&report)),
+        Some(path) if as_tar => store.get_layer_to_path(&digest, path, Some(&report)),
+        Some(path) => store.get_blob_to_path(&digest, path, Some(&report)),
         None => {
             let stdout = io::stdout();
             if stdout.is_terminal() {
-                bail!("refusing to write a tar archive to a terminal; use -o FILE or redirect");
+                bail!("refusing to write a layer blob to a terminal; use -o FILE or redirect");
             }
             let mut out = io::BufWriter::with_capacity(1 << 20, stdout.lock());
-            let r = store.get_layer_with(&digest, &mut out, Some(&report));
+            let r = if as_tar {
+                store.get_layer_with(&digest, &mut out, Some(&report))
+            } else {
+                store.get_blob_with(&digest, &mut out, Some(&report))
+            };
             r.and_then(|info| {
                 out.flush()
                     .map_err(|e| layerstore::Error::io("writing standard output", e))?;
@@ -193,5 +218,18 @@ pub(crate) fn stat(store: &Store, json: bool) -> Result<()> {
     );
     outln!("packs          {}", s.packs);
     outln!("dedup ratio    {:.2}x", s.dedup_ratio);
+    if !s.blobs.is_empty() {
+        outln!("compressed blobs, by how they come back:");
+        for b in &s.blobs {
+            outln!(
+                "  {:<10} {:>5} blob(s), {:>10}, extra data {} ({:.2}%)",
+                b.method,
+                b.count,
+                human(b.blob_bytes),
+                human(b.extra_bytes),
+                100.0 * b.extra_bytes as f64 / b.blob_bytes.max(1) as f64
+            );
+        }
+    }
     Ok(())
 }

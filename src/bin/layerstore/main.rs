@@ -47,14 +47,23 @@ enum Command {
         /// archive (by default such input is refused).
         #[arg(long)]
         raw: bool,
+        /// Keep only the tar of a compressed layer, not what rebuilds the
+        /// compressed blob byte for byte (faster put; `get` of the
+        /// compressed digest then fails, `get --tar` works).
+        #[arg(long)]
+        tar_only: bool,
     },
-    /// Write a layer's exact uncompressed tar (DiffID or compressed digest).
+    /// Write the bytes of a digest: a layer's tar for a DiffID, the original
+    /// compressed blob, byte for byte, for a compressed digest.
     Get {
         /// `sha256:<hex>` DiffID, or the digest of a compressed blob that was put.
         digest: String,
         /// Write to FILE (atomically) instead of standard output.
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Write the uncompressed tar even for a compressed digest.
+        #[arg(long)]
+        tar: bool,
     },
     /// List stored layers.
     Ls {
@@ -199,8 +208,13 @@ fn run(cli: Cli) -> Result<()> {
             json,
             max_size,
             raw,
-        } => layers::put(&store, &file, json, max_size, raw),
-        Command::Get { digest, output } => layers::get(&store, &digest, output),
+            tar_only,
+        } => layers::put(&store, &file, json, max_size, raw, tar_only),
+        Command::Get {
+            digest,
+            output,
+            tar,
+        } => layers::get(&store, &digest, output, tar),
         Command::Ls { json } => layers::ls(&store, json),
         Command::Rm { digests } => layers::rm(&store, &digests),
         Command::Stat { json } => layers::stat(&store, json),

@@ -23,11 +23,12 @@ pub(crate) fn verify(store: &Store, full: bool, repair: bool, json: bool) -> Res
             outln!("lost: layer {l}");
         }
         outln!(
-            "checked {} pack(s), {} frame(s), {} chunk(s), {} layer(s){}: {}",
+            "checked {} pack(s), {} frame(s), {} chunk(s), {} layer(s), {} exact blob(s){}: {}",
             report.packs,
             report.frames,
             report.chunks,
             report.layers,
+            report.blobs,
             if report.full {
                 format!(", {} read", human(report.bytes_verified))
             } else {

@@ -117,8 +117,53 @@ pub struct NewLayer {
     pub chunk_count: u64,
     /// Distinct chunks the layer uses.
     pub distinct_chunks: Vec<ChunkId>,
-    /// Compressed blob digest, media type and size, if the input was compressed.
-    pub alias: Option<(Digest, String, u64)>,
+    /// The compressed blob the layer came as, if it was compressed.
+    pub alias: Option<NewAlias>,
+}
+
+/// A compressed blob recorded as a layer's alias.
+#[derive(Clone, Debug)]
+pub struct NewAlias {
+    /// sha256 of the blob.
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// Its size.
+    pub size: u64,
+    /// How it is rebuilt exactly; None when only its tar is kept.
+    pub blob: Option<NewBlob>,
+}
+
+/// The blob frame a put wrote for an alias.
+#[derive(Clone, Debug)]
+pub struct NewBlob {
+    /// (pack index, frame index) of the blob frame in the `NewPack` list;
+    /// None when the alias already has its blob frame.
+    pub frame: Option<(usize, usize)>,
+    /// Method name (`verbatim`, `zstd`, `preflate`).
+    pub method: String,
+    /// Bytes of extra data the method keeps.
+    pub extra_bytes: u64,
+    /// Distinct chunks of the extra data: linked to the layer so that
+    /// they live as long as it does.
+    pub extra_chunks: Vec<ChunkId>,
+}
+
+/// An alias row: a compressed blob recorded for a layer.
+#[derive(Clone, Debug)]
+pub struct AliasRow {
+    /// sha256 of the blob.
+    pub digest: Digest,
+    /// The layer's DiffID.
+    pub layer: Digest,
+    /// Its size.
+    pub size: u64,
+    /// The blob frame, when the blob can be rebuilt exactly.
+    pub blob_frame: Option<FrameLocation>,
+    /// Method name, when it can.
+    pub method: Option<String>,
+    /// Bytes of extra data kept for it.
+    pub extra_bytes: u64,
 }
 
 impl Index {
@@ -191,6 +236,54 @@ impl Index {
             .optional()?)
     }
 
+    /// The alias row of compressed blob `digest`, if one is recorded.
+    pub fn alias(&self, digest: &Digest) -> Result<Option<AliasRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT a.digest, l.digest, a.size, a.method, a.extra_bytes,
+                    f.id, p.name, f.offset, f.total_len
+             FROM aliases a JOIN layers l ON l.id = a.layer
+             LEFT JOIN frames f ON f.id = a.blob_frame LEFT JOIN packs p ON p.id = f.pack
+             WHERE a.digest = ?1",
+        )?;
+        Ok(stmt
+            .query_row([digest.to_string()], |r| {
+                let frame: Option<i64> = r.get(5)?;
+                Ok(AliasRow {
+                    digest: digest_from_sql(r.get(0)?)?,
+                    layer: digest_from_sql(r.get(1)?)?,
+                    size: r.get(2)?,
+                    method: r.get(3)?,
+                    extra_bytes: r.get(4)?,
+                    blob_frame: match frame {
+                        Some(_) => Some(FrameLocation::from_row(r, 5)?),
+                        None => None,
+                    },
+                })
+            })
+            .optional()?)
+    }
+
+    /// Compressed blobs by how they are kept: method (`tar-only` for
+    /// those without a blob frame), count, blob bytes, extra bytes.
+    pub fn blob_methods(&self) -> Result<Vec<(String, u64, u64, u64)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT COALESCE(method, 'tar-only'), COUNT(*), COALESCE(SUM(size), 0),
+                    COALESCE(SUM(extra_bytes), 0)
+             FROM aliases GROUP BY 1 ORDER BY 1",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Every alias that can be rebuilt exactly, by digest.
+    pub fn exact_aliases(&self) -> Result<Vec<Digest>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT digest FROM aliases WHERE blob_frame IS NOT NULL ORDER BY digest",
+        )?;
+        let rows = stmt.query_map([], |r| digest_from_sql(r.get(0)?))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Layers with their stored share, oldest first: all of them, or only
     /// the one with DiffID `only`.
     pub fn list_layers(&self, only: Option<&Digest>) -> Result<Vec<LayerListing>> {
@@ -242,7 +335,15 @@ impl Index {
         // the pin (and alias); the caller deletes the packs.
         let duplicate = !packs.is_empty()
             && layer_id(&tx, &layer.digest)?.is_some()
-            && all_chunks_stored(&tx, packs)?;
+            && all_chunks_stored(&tx, packs)?
+            && match &layer.alias {
+                Some(NewAlias {
+                    blob: Some(NewBlob { frame: Some(_), .. }),
+                    digest,
+                    ..
+                }) => alias_is_exact(&tx, digest)?,
+                _ => true,
+            };
         let inserted = insert_put(&tx, if duplicate { &[] } else { packs }, layer, true)?;
         tx.commit()?;
         Ok(PutCommit {
@@ -305,6 +406,21 @@ pub struct PutCommit {
     /// The put's packs duplicated what another writer had just committed
     /// and were not recorded: the caller must delete them.
     pub packs_dropped: bool,
+}
+
+fn chunk_exists(conn: &rusqlite::Connection, id: &ChunkId) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT EXISTS(SELECT 1 FROM chunks WHERE hash = ?1)")?
+        .query_row([&id.0[..]], |r| r.get(0))?)
+}
+
+/// Whether blob `digest` is recorded with a blob frame.
+fn alias_is_exact(conn: &rusqlite::Connection, digest: &Digest) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT blob_frame IS NOT NULL FROM aliases WHERE digest = ?1")?
+        .query_row([digest.to_string()], |r| r.get::<_, bool>(0))
+        .optional()?
+        .unwrap_or(false))
 }
 
 /// Every chunk the frames of `packs` hold already has a row.
@@ -443,11 +559,59 @@ pub(super) fn insert_put(
             (id, true)
         }
     };
-    if let Some((digest, media_type, size)) = &layer.alias {
-        tx.execute(
-            "INSERT OR REPLACE INTO aliases(digest, layer, media_type, size) VALUES (?1, ?2, ?3, ?4)",
-            params![digest.to_string(), layer_id, media_type, size],
-        )?;
+    if let Some(alias) = &layer.alias {
+        // A blob frame among this put's packs; without packs (a duplicate
+        // put) the alias already has one and keeps it.
+        let blob = alias.blob.as_ref().and_then(|b| {
+            let (p, f) = b.frame?;
+            frame_ids
+                .get(p)
+                .and_then(|ids| ids.get(f))
+                .map(|id| (b, *id))
+        });
+        match blob {
+            Some((blob, frame_id)) => {
+                tx.execute(
+                    "INSERT OR REPLACE INTO aliases(digest, layer, media_type, size, blob_frame, method, extra_bytes)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        alias.digest.to_string(),
+                        layer_id,
+                        alias.media_type,
+                        alias.size,
+                        frame_id,
+                        blob.method,
+                        blob.extra_bytes
+                    ],
+                )?;
+                let mut link = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO layer_chunks(layer, chunk)
+                     SELECT ?1, id FROM chunks WHERE hash = ?2",
+                )?;
+                for chunk in &blob.extra_chunks {
+                    link.execute(params![layer_id, &chunk.0[..]])?;
+                    if !chunk_exists(tx, chunk)? {
+                        return Err(Error::corrupt(format!(
+                            "chunk {chunk} of blob {} vanished before commit",
+                            alias.digest
+                        )));
+                    }
+                }
+            }
+            None => {
+                // Never downgrade an exact alias to a tar-only one.
+                tx.execute(
+                    "INSERT INTO aliases(digest, layer, media_type, size) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(digest) DO UPDATE SET layer = excluded.layer",
+                    params![
+                        alias.digest.to_string(),
+                        layer_id,
+                        alias.media_type,
+                        alias.size
+                    ],
+                )?;
+            }
+        }
     }
     Ok(Inserted {
         new_layer: added,

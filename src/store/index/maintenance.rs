@@ -65,7 +65,7 @@ pub struct GcCollect {
 pub struct FrameRow {
     /// Where it is.
     pub location: FrameLocation,
-    /// 1 chunks, 2 recipe.
+    /// 1 chunks, 2 recipe, 3 blob.
     pub kind: u8,
 }
 
@@ -92,13 +92,15 @@ impl Index {
         )?;
         tx.execute(
             "DELETE FROM frames WHERE (kind = 1 AND id NOT IN (SELECT frame FROM chunks))
-                OR (kind = 2 AND id NOT IN (SELECT recipe_frame FROM layers))",
+                OR (kind = 2 AND id NOT IN (SELECT recipe_frame FROM layers))
+                OR (kind = 3 AND id NOT IN
+                    (SELECT blob_frame FROM aliases WHERE blob_frame IS NOT NULL))",
             [],
         )?;
         let packs = {
             let mut stmt = tx.prepare(
                 "SELECT p.id, p.name, p.size, COALESCE((
-                    SELECT SUM(CASE WHEN f.kind = 2 THEN f.total_len
+                    SELECT SUM(CASE WHEN f.kind IN (2, 3) THEN f.total_len
                         ELSE f.total_len * (SELECT COALESCE(SUM(c.len), 0) FROM chunks c WHERE c.frame = f.id)
                              / MAX(f.raw_len, 1) END)
                     FROM frames f WHERE f.pack = p.id), 0), p.damaged
@@ -186,6 +188,12 @@ impl Index {
                         params![frame_id, old_id],
                     )?;
                 }
+                if frame.kind == 3 {
+                    tx.execute(
+                        "UPDATE aliases SET blob_frame = ?1 WHERE blob_frame = ?2",
+                        params![frame_id, old_id],
+                    )?;
+                }
                 let mut update = tx.prepare_cached(
                     "UPDATE chunks SET frame = ?1, offset = ?2 WHERE hash = ?3 AND frame = ?4",
                 )?;
@@ -196,7 +204,8 @@ impl Index {
         }
         let still_used: u64 = tx.query_row(
             "SELECT (SELECT COUNT(*) FROM chunks c JOIN frames f ON f.id = c.frame WHERE f.pack = ?1)
-                  + (SELECT COUNT(*) FROM layers l JOIN frames f ON f.id = l.recipe_frame WHERE f.pack = ?1)",
+                  + (SELECT COUNT(*) FROM layers l JOIN frames f ON f.id = l.recipe_frame WHERE f.pack = ?1)
+                  + (SELECT COUNT(*) FROM aliases a JOIN frames f ON f.id = a.blob_frame WHERE f.pack = ?1)",
             [old_pack],
             |r| r.get(0),
         )?;
@@ -476,4 +485,57 @@ impl Index {
         tx.commit()?;
         Ok(created)
     }
+
+    /// Repair: records compressed blob `alias` of layer `layer` with the
+    /// blob frame that rebuilds it and links its extra chunks to the layer.
+    /// False when the layer is not in the index (nothing is recorded).
+    pub fn repair_alias(&mut self, layer: &Digest, alias: &RepairedAlias) -> Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let Some(layer_id) = layer_id(&tx, layer)? else {
+            return Ok(false);
+        };
+        tx.execute(
+            "INSERT OR REPLACE INTO aliases(digest, layer, media_type, size, blob_frame, method, extra_bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                alias.digest.to_string(),
+                layer_id,
+                alias.media_type,
+                alias.size,
+                alias.frame,
+                alias.method,
+                alias.extra_bytes
+            ],
+        )?;
+        let mut link = tx.prepare_cached(
+            "INSERT OR IGNORE INTO layer_chunks(layer, chunk) SELECT ?1, id FROM chunks WHERE hash = ?2",
+        )?;
+        for chunk in &alias.extra_chunks {
+            link.execute(params![layer_id, &chunk.0[..]])?;
+        }
+        drop(link);
+        tx.commit()?;
+        Ok(true)
+    }
+}
+
+/// A compressed blob repair found a blob frame for.
+#[derive(Clone, Debug)]
+pub struct RepairedAlias {
+    /// sha256 of the blob.
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// Its size.
+    pub size: u64,
+    /// The blob frame's row id.
+    pub frame: i64,
+    /// Method name.
+    pub method: String,
+    /// Extra bytes kept.
+    pub extra_bytes: u64,
+    /// Distinct chunks of the extra data.
+    pub extra_chunks: Vec<ChunkId>,
 }

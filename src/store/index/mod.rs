@@ -149,6 +149,7 @@ impl Index {
                 tx.execute_batch(SCHEMA)?;
                 tx.execute_batch(MIGRATE_V2)?;
                 tx.execute_batch(MIGRATE_V3)?;
+                tx.execute_batch(MIGRATE_V4)?;
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
                 for (key, value) in initial_meta {
                     tx.execute(
@@ -167,14 +168,17 @@ impl Index {
                 tx.commit()?;
                 Ok(())
             }
-            (old @ (1 | 2), true) => {
+            (old @ (1..=3), true) => {
                 // Apply the missing migrations in the same transaction that
                 // records the new version: version 1 had no containers,
-                // version 2 no pack intents.
+                // version 2 no pack intents, version 3 no exact blobs.
                 if old < 2 {
                     tx.execute_batch(MIGRATE_V2)?;
                 }
-                tx.execute_batch(MIGRATE_V3)?;
+                if old < 3 {
+                    tx.execute_batch(MIGRATE_V3)?;
+                }
+                tx.execute_batch(MIGRATE_V4)?;
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
                 tx.commit()?;
                 Ok(())

@@ -3,7 +3,7 @@
 //! refusal in `Index::open`) and an entry in docs/FORMAT.md.
 
 /// Index schema version written by this build.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -119,6 +119,19 @@ CREATE TABLE pack_intents(
     created INTEGER NOT NULL
 );
 ALTER TABLE packs ADD COLUMN damaged INTEGER NOT NULL DEFAULT 0;
+";
+
+/// Schema version 4: exact compressed blobs. An alias may name the blob
+/// frame that rebuilds the compressed blob byte for byte (`blob_frame`),
+/// with the method used and the bytes of extra data it keeps. Aliases from
+/// older versions have none: their blob was never kept, only its tar.
+/// The extra data's chunks are linked to the layer in `layer_chunks`, so
+/// they live exactly as long as the layer.
+pub(super) const MIGRATE_V4: &str = "
+ALTER TABLE aliases ADD COLUMN blob_frame INTEGER REFERENCES frames(id);
+ALTER TABLE aliases ADD COLUMN method TEXT;
+ALTER TABLE aliases ADD COLUMN extra_bytes INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX aliases_by_blob_frame ON aliases(blob_frame);
 ";
 
 /// Deletes what no image name or container reaches any more: manifests, index entries,
