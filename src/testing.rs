@@ -65,6 +65,18 @@ pub fn pack_frames(data: &[u8]) {
     }
 }
 
+/// Blob descriptions (from pack frames repair reads): any bytes decode to
+/// a description or an error, and a decoded one encodes back to the same
+/// bytes.
+pub fn blob_description(data: &[u8]) {
+    if let Ok(desc) = crate::store::blob::BlobDescription::decode(data) {
+        assert!(
+            desc.encode() == data,
+            "a decoded description re-encodes differently"
+        );
+    }
+}
+
 /// Compressed-input detection and decoding, capped at 64 MiB of output.
 pub fn decompress(data: &[u8]) {
     if let Ok(stream) = crate::layer::input::LayerStream::open(data) {
@@ -115,6 +127,14 @@ pub fn put_get(store: &crate::Store, data: &[u8]) {
                 assert!(back == data, "round trip changed the bytes");
             }
             assert_eq!(crate::Digest::of(&back), info.digest);
+            // A compressed input comes back exactly under its own digest.
+            if let Some(blob) = info.compressed_digest {
+                let mut exact = Vec::new();
+                store
+                    .get_blob(&blob, &mut exact)
+                    .expect("a stored blob must come back");
+                assert!(exact == data, "the compressed blob came back different");
+            }
         }
         Err(crate::Error::InvalidInput { .. }) => {}
         Err(e) => panic!("unexpected error: {e}"),

@@ -68,3 +68,8 @@ fn put_get_corpus() {
     replay("put_get", |data| layerstore::testing::put_get(&store, data));
     assert_eq!(store.stats().expect("stats").pack_bytes, before);
 }
+
+#[test]
+fn blob_description_corpus() {
+    replay("blob_description", layerstore::testing::blob_description);
+}

@@ -13,17 +13,24 @@ use crate::util::pipe::{PipeReader, pipe};
 impl Store {
     /// Streams layer `digest` out of the store into `consume` through a pipe
     /// (a thread runs the get). The consumer must read to the end; the get's
-    /// own check of the DiffID then runs before this returns.
+    /// own check of the DiffID then runs before this returns. Takes no
+    /// lock: the caller holds the store's lock (shared or exclusive), so
+    /// that verify, holding it exclusively, can rebuild blobs too.
     pub(crate) fn stream_layer<T>(
         &self,
         digest: &Digest,
         consume: impl FnOnce(&mut PipeReader) -> Result<T>,
     ) -> Result<T> {
+        let index = self.index()?;
+        let row = index
+            .layer(digest)?
+            .ok_or_else(|| Error::not_found(format!("layer {digest}")))?;
+        let packs = self.packs();
         let (writer, mut reader) = pipe();
         std::thread::scope(|scope| {
             let getter = scope.spawn(move || {
                 let mut writer = writer;
-                match self.get_layer(digest, &mut writer) {
+                match crate::layer::get::write_layer(index, &packs, &row, &mut writer, None) {
                     Ok(_) => writer
                         .finish()
                         .map_err(|e| Error::io(format!("streaming layer {digest}"), e)),

@@ -95,6 +95,8 @@ pub(crate) fn apply_layers(
     dir: &Path,
     owners: bool,
 ) -> Result<Applier> {
+    // gc must not collect the layers while they are read.
+    let _lock = store.lock(crate::store::LockMode::Shared)?;
     let mut applier = Applier::new(dir, owners)?;
     // Sizes for progress only: plain rows, one connection (a layer summary
     // would also sum its share of every chunk).

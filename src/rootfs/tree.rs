@@ -98,6 +98,8 @@ impl Tree {
     /// The tree of `layers` applied in order, read from the store. `owners`
     /// says whether device nodes are kept (checkout only makes them as root).
     pub(crate) fn of_layers(store: &Store, layers: &[Digest], owners: bool) -> Result<Tree> {
+        // gc must not collect the layers while they are read.
+        let _lock = store.lock(crate::store::LockMode::Shared)?;
         let mut tree = Tree::empty(owners);
         for layer in layers {
             store.stream_layer(layer, |reader| tree.apply_layer(reader, layer))?;

@@ -13,8 +13,12 @@
 //! method 3 preflate: version_len:u8 version members:u32le member*
 //!                    member := header_len:u32le segments:u32le
 //!                              (plain_len:u64le corrections_len:u32le)* trailer:[u8;8]
+//!                              tail_len:u64le tail_plain:u64le
 //!                    extra stream: per member its gzip header bytes, then each
-//!                    segment's preflate corrections
+//!                    segment's preflate corrections, then its tail: the
+//!                    member's last `tail_len` deflate bytes verbatim (where
+//!                    preflate stopped describing it), which stand for
+//!                    `tail_plain` bytes of the tar
 //! recipe      := the extra stream as a layer recipe (see `store::recipe`)
 //! ```
 //!
@@ -46,6 +50,10 @@ pub struct GzipMember {
     pub segments: Vec<(u64, u32)>,
     /// The member's CRC32 and ISIZE, as written.
     pub trailer: [u8; 8],
+    /// The end of the deflate stream kept verbatim, where preflate could
+    /// not describe it: its compressed length and the tar bytes it stands
+    /// for. (0, 0) when preflate described the whole stream.
+    pub tail: (u64, u64),
 }
 
 /// How the blob's bytes come back.
@@ -137,6 +145,8 @@ impl BlobDescription {
                         out.extend_from_slice(&corrections.to_le_bytes());
                     }
                     out.extend_from_slice(&m.trailer);
+                    out.extend_from_slice(&m.tail.0.to_le_bytes());
+                    out.extend_from_slice(&m.tail.1.to_le_bytes());
                 }
             }
         }
@@ -180,10 +190,12 @@ impl BlobDescription {
                         .collect::<Result<Vec<_>, String>>()?;
                     let mut trailer = [0u8; 8];
                     trailer.copy_from_slice(r.take(8)?);
+                    let tail = (r.u64()?, r.u64()?);
                     members.push(GzipMember {
                         header_len,
                         segments,
                         trailer,
+                        tail,
                     });
                 }
                 BlobMethod::Preflate { version, members }
@@ -212,12 +224,14 @@ impl BlobDescription {
             ));
         }
         if let BlobMethod::Preflate { members, .. } = &method {
-            let described: u64 = members
-                .iter()
-                .map(|m| {
-                    u64::from(m.header_len) + m.segments.iter().map(|s| u64::from(s.1)).sum::<u64>()
-                })
-                .sum();
+            let described = members.iter().fold(0u64, |sum, m| {
+                m.segments
+                    .iter()
+                    .fold(sum.saturating_add(u64::from(m.header_len)), |s, seg| {
+                        s.saturating_add(u64::from(seg.1))
+                    })
+                    .saturating_add(m.tail.0)
+            });
             if described != extra_len {
                 return Err(format!(
                     "members describe {described} extra bytes, the stream holds {extra_len}"
@@ -285,6 +299,7 @@ mod tests {
                     header_len: 10,
                     segments: vec![(1000, 6), (20, 4)],
                     trailer: [1, 2, 3, 4, 5, 6, 7, 8],
+                    tail: (0, 0),
                 }],
             },
             extra_len: 20,

@@ -65,7 +65,7 @@ pub fn tmp_files(dir: &Path) -> Vec<PathBuf> {
 #[derive(Clone, Debug)]
 pub struct PackFrame {
     pub offset: usize,
-    /// 1: chunk frame; 2: recipe frame.
+    /// 1: chunk frame; 2: recipe frame; 3: blob frame.
     pub kind: u8,
     /// 0: stored as is; 1: zstd.
     pub codec: u8,
@@ -76,8 +76,9 @@ pub struct PackFrame {
 
 /// Walks a pack image: a 16-byte pack header, then frames of
 /// `"LSFR" kind:u8 codec:u8 reserved:u16 entries:u32 raw_len:u64
-/// stored_len:u64`, a table of `entries` x 36 bytes (chunk frames) or one
-/// 40-byte entry (recipe frames), a 16-byte check, and the payload. Asserts
+/// stored_len:u64`, a table of `entries` x 36 bytes (chunk frames), one
+/// 40-byte entry (recipe frames) or one 80-byte entry (blob frames), a
+/// 16-byte check, and the payload. Asserts
 /// the magics and that the frames end exactly at the end of the pack.
 pub fn pack_frames(pack: &[u8]) -> Vec<PackFrame> {
     assert_eq!(&pack[..8], b"LSPACK\0\0", "pack magic");
@@ -91,7 +92,12 @@ pub fn pack_frames(pack: &[u8]) -> Vec<PackFrame> {
         let codec = pack[off + 5];
         let entries = u32_at(off + 8);
         let stored = u64_at(off + 20);
-        let table = if kind == 1 { entries * 36 } else { 40 };
+        let table = match kind {
+            1 => entries * 36,
+            2 => 40,
+            3 => 80,
+            k => panic!("unknown frame kind {k} at {off}"),
+        };
         let payload_start = off + 28 + table + 16;
         out.push(PackFrame {
             offset: off,

@@ -34,9 +34,18 @@ const MAX_HEADER: usize = 1 << 20;
 /// the blob is not reproducible this way.
 pub(super) fn analyse(
     spool: &Path,
+    tar_size: u64,
     out: &mut impl Write,
-) -> Result<std::result::Result<BlobMethod, String>> {
-    let mut win = Window::new(open_spool(spool)?, spool);
+) -> Result<std::result::Result<(BlobMethod, Option<String>), String>> {
+    let file = open_spool(spool)?;
+    let blob_len = file
+        .metadata()
+        .map_err(|e| Error::io(format!("reading {}", spool.display()), e))?
+        .len();
+    let mut win = Window::new(file, spool);
+    // Plaintext described so far, over all members.
+    let mut plain_total = 0u64;
+    let mut note = None;
     let config = PreflateConfig {
         max_chain_length: 4096,
         plain_text_limit: SEGMENT_PLAIN,
@@ -60,46 +69,73 @@ pub(super) fn analyse(
         let mut processor = PreflateStreamProcessor::new(&config);
         let mut segments = Vec::new();
         let mut ahead = AHEAD;
+        let mut tail = (0u64, 0u64);
         loop {
             win.fill(ahead)?;
             let at = win.position();
             let data = win.ahead();
-            let result = match guarded("preflate", || processor.decompress(data)) {
-                Ok(r) => r,
-                Err(why) => return Ok(Err(why)),
-            };
-            match result {
-                Ok(chunk) if chunk.compressed_size > 0 || processor.is_done() => {
+            let failure = match guarded("preflate", || processor.decompress(data)) {
+                Err(why) => why,
+                Ok(Ok(chunk)) if chunk.compressed_size > 0 || processor.is_done() => {
                     let plain = processor.plain_text().len() as u64;
                     let corrections = u32::try_from(chunk.corrections.len())
                         .map_err(|_| Error::bug("preflate corrections over 4 GiB"))?;
                     out.write_all(&chunk.corrections).map_err(write_err)?;
                     segments.push((plain, corrections));
+                    plain_total += plain;
                     win.consume(chunk.compressed_size);
                     processor.shrink_to_dictionary();
                     ahead = AHEAD;
                     if processor.is_done() {
                         break;
                     }
+                    continue;
                 }
-                Ok(_) if !win.eof => ahead *= 2,
-                Err(e) if e.exit_code() == ExitCode::ShortRead && !win.eof => ahead *= 2,
-                Ok(_) => {
-                    return Ok(Err(format!(
-                        "preflate {PREFLATE_VERSION} made no progress at byte {at}"
-                    )));
+                // A block longer than what is held: hold more.
+                Ok(Ok(_)) if !win.eof && ahead < MAX_AHEAD => {
+                    ahead *= 2;
+                    continue;
                 }
-                Err(e) => {
-                    return Ok(Err(format!(
-                        "preflate {PREFLATE_VERSION} cannot describe the deflate stream at byte {at}: {e}"
-                    )));
+                Ok(Err(e))
+                    if e.exit_code() == ExitCode::ShortRead && !win.eof && ahead < MAX_AHEAD =>
+                {
+                    ahead *= 2;
+                    continue;
                 }
+                Ok(Ok(_)) => format!("preflate {PREFLATE_VERSION} made no progress at byte {at}"),
+                Ok(Err(e)) => format!(
+                    "preflate {PREFLATE_VERSION} cannot describe the deflate stream at byte {at}: {e}"
+                ),
+            };
+            // What preflate described so far is kept; the rest of the
+            // stream is kept verbatim. That needs the stream's end, known
+            // only for the last member (its trailer ends the blob).
+            let Some(tail_len) = (blob_len.checked_sub(8))
+                .and_then(|end| end.checked_sub(at))
+                .filter(|_| plain_total > 0)
+            else {
+                return Ok(Err(failure));
+            };
+            let Some(tail_plain) = tar_size.checked_sub(plain_total) else {
+                return Ok(Err(failure));
+            };
+            note = Some(format!(
+                "{failure}; the last {tail_len} bytes of the deflate stream are kept as they are"
+            ));
+            let mut left = tail_len;
+            while left > 0 {
+                win.fill(1 << 20)?;
+                let n = (left as usize).min(win.ahead().len());
+                if n == 0 {
+                    return Err(Error::bug("the spool file shrank"));
+                }
+                out.write_all(&win.ahead()[..n]).map_err(write_err)?;
+                win.consume(n);
+                left -= n as u64;
             }
-            if ahead > MAX_AHEAD {
-                return Ok(Err(format!(
-                    "a deflate block at byte {at} needs more than {MAX_AHEAD} bytes ahead"
-                )));
-            }
+            plain_total += tail_plain;
+            tail = (tail_len, tail_plain);
+            break;
         }
         win.fill(8)?;
         if win.ahead().len() < 8 {
@@ -112,15 +148,22 @@ pub(super) fn analyse(
             header_len: header_len as u32,
             segments,
             trailer,
+            tail,
         });
     }
     if members.is_empty() {
         return Ok(Err("no gzip member".into()));
     }
-    Ok(Ok(BlobMethod::Preflate {
+    if plain_total != tar_size {
+        return Ok(Err(format!(
+            "the members describe {plain_total} bytes of the {tar_size}-byte tar"
+        )));
+    }
+    let method = BlobMethod::Preflate {
         version: PREFLATE_VERSION.into(),
         members,
-    }))
+    };
+    Ok(Ok((method, note)))
 }
 
 /// Length of the gzip member header at the window's position (RFC 1952).
@@ -260,6 +303,13 @@ pub(super) fn rebuild(
             .map_err(|e| Error::corrupt(format!("preflate {PREFLATE_VERSION}: {e}")))?;
             out.write_all(&rebuilt.0)
                 .map_err(|e| Error::io("writing blob", e))?;
+        }
+        let (tail_len, tail_plain) = member.tail;
+        copy_exact(extra, out, tail_len)?;
+        let skipped = io::copy(&mut tar.take(tail_plain), &mut io::sink())
+            .map_err(|e| Error::io("reading the layer's tar", e))?;
+        if skipped != tail_plain {
+            return Err(Error::corrupt("the layer's tar ended early"));
         }
         out.write_all(&member.trailer)
             .map_err(|e| Error::io("writing blob", e))?;

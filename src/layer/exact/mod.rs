@@ -71,14 +71,18 @@ pub(crate) fn describe_blob(
             // the whole blob turns out reproducible.
             let (extra_spool, file) = Spool::create(scratch)?;
             let mut out = io::BufWriter::with_capacity(1 << 20, file);
-            let found = gzip::analyse(spool, &mut out)?;
+            let found = gzip::analyse(spool, tar_size, &mut out)?;
             out.into_inner().map_err(|e| {
                 Error::io(
                     format!("writing {}", extra_spool.path().display()),
                     e.into_error(),
                 )
             })?;
-            (BlobCompression::Gzip, found.map(|m| (m, Some(extra_spool))))
+            let found = found.map(|(method, note)| {
+                notes.extend(note);
+                (method, Some(extra_spool))
+            });
+            (BlobCompression::Gzip, found)
         }
         Compression::None => return Err(Error::bug("no blob to describe for a plain tar")),
     };
