@@ -76,7 +76,7 @@ fn put_and_get_text_output() {
     let first = text.lines().next().unwrap_or_default();
     assert!(
         first.starts_with(&format!(
-            "compressed (gzip) {gz_digest}: kept exactly by preflate"
+            "compressed (gzip) {gz_digest}: kept exactly by verbatim"
         )),
         "put summary: {text}"
     );

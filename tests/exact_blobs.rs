@@ -209,7 +209,7 @@ fn every_producer_comes_back_exact() {
     for p in &produced {
         let file = dir.path().join("blob");
         fs::write(&file, &p.blob).unwrap();
-        let info = cli_put_json(&store, &file);
+        let info = cli_json(&store, &["put", "--exact-now", path_arg(&file)]);
         let what = &p.name;
         assert_eq!(info["digest"], diff_id, "{what}: DiffID");
         let digest = sha(&p.blob);
@@ -419,7 +419,7 @@ fn damaged_reconstruction_data_fails_loudly_and_the_tar_survives() {
         fs::write(dir.path().join("layer.tar"), &tar).unwrap();
         cli_ok(&store, &["put", path_arg(&dir.path().join("layer.tar"))]);
         let before = pack_files(&store);
-        let info = cli_put_json(&store, &file);
+        let info = cli_json(&store, &["put", "--exact-now", path_arg(&file)]);
         assert_eq!(info["blob_method"], "preflate", "{info}");
         let new: Vec<String> = pack_files(&store).difference(&before).cloned().collect();
         assert_eq!(new.len(), 1, "one pack for the blob's data: {new:?}");
@@ -497,7 +497,7 @@ fn gc_repair_and_tar_only_keep_the_contract() {
     let stat = stat_json(&store);
     assert_eq!(stat["blobs"][0]["method"], "tar-only", "{stat}");
     // The same blob put normally becomes exact.
-    let v = cli_put_json(&store, &gz_file);
+    let v = cli_json(&store, &["put", "--exact-now", path_arg(&gz_file)]);
     assert_eq!(v["blob_method"], "preflate", "{v}");
     assert_same_bytes(&cli_get(&store, &sha(&blob)), &blob, "upgraded blob");
 
@@ -582,7 +582,11 @@ proptest::proptest! {
         };
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("store")).unwrap();
-        let info = store.put_layer(&blob[..]).unwrap();
+        let exact_now = layerstore::PutOptions {
+            exact_now: true,
+            ..layerstore::PutOptions::default()
+        };
+        let info = store.put_layer_with(&blob[..], &exact_now).unwrap();
         let method = info.blob_method.clone().unwrap_or_default();
         proptest::prop_assert!(method == "preflate" || method == "verbatim", "{:?}", info);
         let mut out = Vec::new();
@@ -592,4 +596,64 @@ proptest::proptest! {
         store.get_layer(&info.digest, &mut back).unwrap();
         proptest::prop_assert!(back == tar);
     }
+}
+
+/// A put keeps a gzip blob verbatim (fast) and marks it pending; gc finds
+/// the cheaper method, and the verbatim bytes go. A gc killed just before
+/// it commits a conversion leaves the blob exact and still pending; the
+/// next gc converts it.
+#[test]
+fn gc_converts_pending_blobs_and_survives_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (tar_path, tar) = layer(dir.path(), 7);
+    let blob = gzip(&tar);
+    let gz_file = dir.path().join("a.tar.gz");
+    fs::write(&gz_file, &blob).unwrap();
+    cli_ok(&store, &["put", path_arg(&tar_path)]);
+    let v = cli_put_json(&store, &gz_file);
+    assert_eq!(
+        (v["blob_method"].as_str(), v["blob_pending"].as_bool()),
+        (Some("verbatim"), Some(true)),
+        "{v}"
+    );
+    assert!(
+        v["added_bytes"].as_u64().unwrap() as usize >= blob.len() / 2,
+        "{v}"
+    );
+    assert_same_bytes(&cli_get(&store, &sha(&blob)), &blob, "pending blob");
+    let stat = stat_json(&store);
+    assert_eq!(stat["blobs"][0]["pending"], 1, "{stat}");
+    let before = stat["pack_bytes"].as_u64().unwrap();
+
+    // Killed just before the conversion commits: nothing changes.
+    let out = cli(&store)
+        .args(["gc"])
+        .env("LAYERSTORE_CRASH_AT", "convert-before-commit")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "gc was not killed");
+    assert_same_bytes(
+        &cli_get(&store, &sha(&blob)),
+        &blob,
+        "blob after a killed gc",
+    );
+    assert_eq!(stat_json(&store)["blobs"][0]["pending"], 1);
+    assert_verify_clean(&store, true, "after a killed conversion");
+
+    let report = cli_json(&store, &["gc"]);
+    assert_eq!(report["blobs_converted"], 1, "{report}");
+    let stat = stat_json(&store);
+    assert_eq!(stat["blobs"][0]["method"], "preflate", "{stat}");
+    assert_eq!(stat["blobs"][0]["pending"], 0, "{stat}");
+    let after = stat["pack_bytes"].as_u64().unwrap();
+    assert!(
+        after + (blob.len() as u64) / 2 < before,
+        "gc did not drop the verbatim copy: {before} -> {after} bytes of packs"
+    );
+    assert_same_bytes(&cli_get(&store, &sha(&blob)), &blob, "converted blob");
+    assert_verify_clean(&store, true, "after conversion");
+    // Nothing left to convert.
+    let report = cli_json(&store, &["gc"]);
+    assert_eq!(report["blobs_converted"], 0, "{report}");
 }

@@ -92,6 +92,8 @@ pub struct BlobMethodStats {
     /// Extra data kept to rebuild them, before deduplication and
     /// compression.
     pub extra_bytes: u64,
+    /// Of them, blobs kept verbatim until gc looks for a cheaper method.
+    pub pending: u64,
 }
 
 impl Store {
@@ -305,11 +307,12 @@ impl Store {
         let blobs = index
             .blob_methods()?
             .into_iter()
-            .map(|(method, count, blob_bytes, extra_bytes)| BlobMethodStats {
-                method,
-                count,
-                blob_bytes,
-                extra_bytes,
+            .map(|row| BlobMethodStats {
+                method: row.method,
+                count: row.count,
+                blob_bytes: row.blob_bytes,
+                extra_bytes: row.extra_bytes,
+                pending: row.pending,
             })
             .collect();
         let pack_bytes = self.packs().size()?;

@@ -60,6 +60,11 @@ pub struct PutOptions<'a> {
     /// compressed blob exactly (faster; `get` of the compressed digest then
     /// fails, `get --tar` works). Off by default.
     pub tar_only: bool,
+    /// Look for the cheapest exact method of a gzip blob during the put
+    /// (preflate runs at about gzip's own compression speed). Off by
+    /// default: the blob is kept verbatim, and gc finds the cheaper method
+    /// later; zstd blobs are always matched at once (it is quick).
+    pub exact_now: bool,
 }
 
 /// What a put did.
@@ -90,8 +95,10 @@ pub struct LayerInfo {
     /// and compression).
     pub blob_extra_bytes: Option<u64>,
     /// Why a cheaper method did not reproduce the blob, when one was tried
-    /// and failed.
+    /// and failed (or was left for gc).
     pub blob_note: Option<String>,
+    /// The blob is kept verbatim until gc looks for a cheaper method.
+    pub blob_pending: bool,
 }
 
 /// What the reader thread learned.
@@ -106,6 +113,8 @@ struct ReadOutcome {
 /// The blob's spool file while a put runs.
 struct BlobSpool {
     spool: Spool,
+    /// [`PutOptions::exact_now`].
+    exact_now: bool,
 }
 
 /// Settings a put needs from the store.
@@ -203,7 +212,8 @@ pub(crate) fn prepare_put<R: Read + Send>(
         (None, None)
     } else {
         let (spool, file) = Spool::create(ctx.store.path())?;
-        (Some(BlobSpool { spool }), Some(file))
+        let exact_now = opts.exact_now;
+        (Some(BlobSpool { spool, exact_now }), Some(file))
     };
 
     std::thread::scope(|scope| {
@@ -498,6 +508,7 @@ fn finish_prepare(
         Some(b) => (Some(b.method.clone()), Some(b.extra_bytes)),
         None => (None, None),
     };
+    let blob_pending = blob.as_ref().is_some_and(|b| b.pending);
     let alias = read.compressed_digest.map(|digest| NewAlias {
         digest,
         media_type: read.compression.media_type().to_string(),
@@ -525,6 +536,7 @@ fn finish_prepare(
         blob_method,
         blob_extra_bytes,
         blob_note,
+        blob_pending,
     };
     Ok(PreparedPut {
         packs,
@@ -563,6 +575,7 @@ fn keep_blob_exactly(
             method: alias.method.unwrap_or_default(),
             extra_bytes: alias.extra_bytes,
             extra_chunks: Vec::new(),
+            pending: alias.pending,
         };
         return Ok(Some(KeptBlob {
             blob,
@@ -570,12 +583,20 @@ fn keep_blob_exactly(
             new_chunks: 0,
         }));
     }
+    let defer = !spool.exact_now && read.compression == Compression::Gzip;
+    if defer {
+        // The verbatim copy gets a pack of its own: once gc has found the
+        // cheaper method, the whole pack is garbage and goes without a
+        // rewrite of the layer's data.
+        stored.frames.start_new_pack()?;
+    }
     let sink = ExtraSink::new(ctx.cdc.clone(), &mut stored.frames, ctx.index, pending)?;
     let plan = describe_blob(
         spool.spool.path(),
         ctx.store.path(),
         read.compression,
         read.size,
+        defer,
         sink,
     )?;
     let method = plan.description.method.name().to_string();
@@ -591,6 +612,7 @@ fn keep_blob_exactly(
         method,
         extra_bytes,
         extra_chunks: plan.extra_chunks,
+        pending: defer,
     };
     Ok(Some(KeptBlob {
         blob,
@@ -789,6 +811,13 @@ impl FrameWriter {
         let (header, payload) = pack::encode_recipe_frame(diff_id, size, recipe);
         debug_assert_eq!(header.kind, FrameKind::Recipe);
         self.append(header, &payload)
+    }
+
+    /// Writes what is pending and finishes the current pack, so that what
+    /// comes next goes to a new one.
+    pub(crate) fn start_new_pack(&mut self) -> Result<()> {
+        self.flush()?;
+        self.close_pack()
     }
 
     /// Appends a blob frame; returns its (pack, frame) position.

@@ -80,12 +80,27 @@ pub struct GcReport {
     /// Image checkouts no container uses and leftovers of removed or
     /// interrupted containers, deleted.
     pub container_dirs_removed: u64,
+    /// Compressed blobs a put kept verbatim that now have a cheaper exact
+    /// method (with `dry_run`: that are waiting for one).
+    pub blobs_converted: u64,
+    /// Of the pending blobs, those no cheaper method reproduces (they stay
+    /// verbatim, and are not tried again).
+    pub blobs_settled: u64,
 }
 
 pub(crate) fn collect_garbage(store: &Store, opts: &GcOptions) -> Result<GcReport> {
     let _lock = store.lock(crate::store::LockMode::Exclusive)?;
     let mut index = store.index()?;
     let packs = store.packs();
+    // Pending blobs first: their verbatim chunks then go with this gc.
+    let converted = if opts.dry_run {
+        crate::layer::exact::convert::Converted {
+            converted: index.pending_blobs()?.len() as u64,
+            ..Default::default()
+        }
+    } else {
+        crate::layer::exact::convert::convert_pending(store, &mut index)?
+    };
     let collected = index.gc_collect(opts.dry_run)?;
     if !opts.dry_run {
         crate::util::fault::point("gc-after-collect");
@@ -96,6 +111,8 @@ pub(crate) fn collect_garbage(store: &Store, opts: &GcOptions) -> Result<GcRepor
         layers_removed: collected.layers_removed,
         chunks_removed: collected.chunks_removed,
         chunk_bytes_removed: collected.chunk_bytes_removed,
+        blobs_converted: converted.converted,
+        blobs_settled: converted.settled,
         ..GcReport::default()
     };
     // Files the index does not know. Only those it can prove are garbage

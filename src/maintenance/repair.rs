@@ -12,9 +12,9 @@ use super::verify::{Damage, Problem};
 use crate::error::Result;
 use crate::layer::input::Compression;
 use crate::store::Store;
-use crate::store::blob::{BlobCompression, BlobDescription};
+use crate::store::blob::{BlobCompression, BlobDescription, BlobMethod};
 use crate::store::digest::{ChunkId, Digest};
-use crate::store::index::{FrameLocation, Index, RepairedAlias};
+use crate::store::index::{ExactAlias, FrameLocation, Index};
 use crate::store::pack::{self, FrameHeader, FrameKind};
 use crate::store::packs::read_frame;
 use crate::store::recipe::{Entry, RecipeReader};
@@ -320,7 +320,7 @@ fn restore_alias(
         BlobCompression::Gzip => Compression::Gzip.media_type(),
         BlobCompression::Zstd => Compression::Zstd.media_type(),
     };
-    let alias = RepairedAlias {
+    let alias = ExactAlias {
         digest,
         media_type: media_type.to_string(),
         size,
@@ -328,6 +328,8 @@ fn restore_alias(
         method: description.method.name().to_string(),
         extra_bytes: description.extra_len,
         extra_chunks: chunks,
+        // A verbatim blob may have been waiting for gc's cheaper method.
+        pending: description.method == BlobMethod::Verbatim,
     };
     Ok(Ok(index.repair_alias(layer, &alias)?))
 }

@@ -7,7 +7,10 @@
 
 use std::sync::OnceLock;
 
-/// Every crash point, in write-path order.
+/// Every crash point the kill harness (tests/reliability.rs) schedules, in
+/// write-path order. `convert-before-commit` (gc converting a pending
+/// blob) is exercised by tests/exact_blobs.rs instead: the harness's
+/// layers are plain tars, which leave no blob pending.
 pub const POINTS: &[&str] = &[
     "pack-written",
     "pack-synced",

@@ -39,6 +39,10 @@ pub fn put_and_check_with(
             &PutOptions {
                 source_name: Some(label.to_string()),
                 raw,
+                // The cheapest exact method at once, so that what a
+                // compressed put adds is what it keeps (not a verbatim copy
+                // waiting for gc).
+                exact_now: true,
                 ..PutOptions::default()
             },
         )
@@ -91,6 +95,12 @@ pub fn put_and_check_with(
             Some(compressed),
             "{label}: GetInfo.via_alias"
         );
+        // And the compressed blob itself, byte for byte.
+        let mut blob = Vec::new();
+        store
+            .get_blob(&compressed, &mut blob)
+            .unwrap_or_else(|e| panic!("{label}: get_blob failed: {e}"));
+        assert_same_bytes(&blob, input, &format!("{label}: get_blob"));
         let summary = store
             .layer(&compressed)
             .expect("layer by compressed digest");

@@ -20,6 +20,7 @@ pub(crate) fn put(
     max_size: Option<u64>,
     raw: bool,
     tar_only: bool,
+    exact_now: bool,
 ) -> Result<()> {
     let (input, name, total): (Box<dyn io::Read + Send>, String, Option<u64>) = if file == "-" {
         (Box::new(io::stdin()), "stdin".to_string(), None)
@@ -47,6 +48,7 @@ pub(crate) fn put(
             progress: Some(&report),
             raw,
             tar_only,
+            exact_now,
         },
     );
     if let Some(b) = &bar {
@@ -222,12 +224,17 @@ pub(crate) fn stat(store: &Store, json: bool) -> Result<()> {
         outln!("compressed blobs, by how they come back:");
         for b in &s.blobs {
             outln!(
-                "  {:<10} {:>5} blob(s), {:>10}, extra data {} ({:.2}%)",
+                "  {:<10} {:>5} blob(s), {:>10}, extra data {} ({:.2}%){}",
                 b.method,
                 b.count,
                 human(b.blob_bytes),
                 human(b.extra_bytes),
-                100.0 * b.extra_bytes as f64 / b.blob_bytes.max(1) as f64
+                100.0 * b.extra_bytes as f64 / b.blob_bytes.max(1) as f64,
+                if b.pending > 0 {
+                    format!(", {} waiting for gc's cheaper method", b.pending)
+                } else {
+                    String::new()
+                }
             );
         }
     }

@@ -52,6 +52,11 @@ enum Command {
         /// compressed digest then fails, `get --tar` works).
         #[arg(long)]
         tar_only: bool,
+        /// Find the cheapest exact method for a gzip blob now, during the
+        /// put (preflate runs at about gzip's own speed), instead of keeping
+        /// it verbatim until the next gc.
+        #[arg(long)]
+        exact_now: bool,
     },
     /// Write the bytes of a digest: a layer's tar for a DiffID, the original
     /// compressed blob, byte for byte, for a compressed digest.
@@ -209,7 +214,8 @@ fn run(cli: Cli) -> Result<()> {
             max_size,
             raw,
             tar_only,
-        } => layers::put(&store, &file, json, max_size, raw, tar_only),
+            exact_now,
+        } => layers::put(&store, &file, json, max_size, raw, tar_only, exact_now),
         Command::Get {
             digest,
             output,

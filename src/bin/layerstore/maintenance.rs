@@ -72,6 +72,21 @@ pub(crate) fn gc(store: &Store, dry_run: bool, rewrite_below: f64, json: bool) -
         report.packs_rewritten,
         report.orphan_files_removed
     );
+    if report.blobs_converted + report.blobs_settled > 0 {
+        outln!(
+            "{} compressed blob(s) {} kept by a cheaper exact method{}",
+            report.blobs_converted,
+            if dry_run { "would be" } else { "now" },
+            if report.blobs_settled > 0 {
+                format!(
+                    "; {} stay verbatim (no cheaper method reproduces them)",
+                    report.blobs_settled
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
     for s in &report.skipped {
         eprintln!("layerstore: warning: pack skipped: {s}");
     }

@@ -18,6 +18,7 @@
 //! they are deduplicated and checked by the same code; the description and
 //! the extra stream's recipe go into one blob frame (`store::blob`).
 
+pub(crate) mod convert;
 mod gzip;
 pub(crate) mod rebuild;
 mod zstd;
@@ -52,16 +53,26 @@ pub(crate) struct BlobPlan {
 /// Finds how to rebuild the compressed blob spooled at `spool` (whose
 /// uncompressed content is `tar_size` bytes) and stores its extra bytes
 /// through `extra`. Only store errors fail; a blob no method reproduces
-/// is kept verbatim. `scratch` is a directory for a temporary file.
+/// is kept verbatim. `scratch` is a directory for a temporary file. With
+/// `defer`, a gzip blob is kept verbatim without trying preflate (gc
+/// converts it later).
 pub(crate) fn describe_blob(
     spool: &Path,
     scratch: &Path,
     compression: Compression,
     tar_size: u64,
+    defer: bool,
     mut extra: ExtraSink<'_>,
 ) -> Result<BlobPlan> {
     let mut notes = Vec::new();
     let (blob_compression, found) = match compression {
+        Compression::Gzip if defer => (
+            BlobCompression::Gzip,
+            Err(
+                "kept verbatim until gc looks for the cheaper method (put --exact-now looks now)"
+                    .to_string(),
+            ),
+        ),
         Compression::Zstd => (
             BlobCompression::Zstd,
             zstd::find_parameters(spool, tar_size)?.map(|m| (m, None)),

@@ -144,9 +144,26 @@ pub struct NewBlob {
     pub method: String,
     /// Bytes of extra data the method keeps.
     pub extra_bytes: u64,
-    /// Distinct chunks of the extra data: linked to the layer so that
-    /// they live as long as it does.
+    /// Distinct chunks of the extra data: named in `blob_chunks` so that
+    /// they live as long as the alias does.
     pub extra_chunks: Vec<ChunkId>,
+    /// Kept verbatim until gc looks for a cheaper method.
+    pub pending: bool,
+}
+
+/// Compressed blobs kept one way, summed.
+#[derive(Clone, Debug)]
+pub struct BlobMethodRow {
+    /// Method, or `tar-only`.
+    pub method: String,
+    /// Blobs.
+    pub count: u64,
+    /// Their total size.
+    pub blob_bytes: u64,
+    /// Their extra bytes.
+    pub extra_bytes: u64,
+    /// Those waiting for gc's cheaper method.
+    pub pending: u64,
 }
 
 /// An alias row: a compressed blob recorded for a layer.
@@ -164,6 +181,8 @@ pub struct AliasRow {
     pub method: Option<String>,
     /// Bytes of extra data kept for it.
     pub extra_bytes: u64,
+    /// Kept verbatim until gc looks for a cheaper method.
+    pub pending: bool,
 }
 
 impl Index {
@@ -240,7 +259,7 @@ impl Index {
     pub fn alias(&self, digest: &Digest) -> Result<Option<AliasRow>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT a.digest, l.digest, a.size, a.method, a.extra_bytes,
-                    f.id, p.name, f.offset, f.total_len
+                    f.id, p.name, f.offset, f.total_len, a.pending
              FROM aliases a JOIN layers l ON l.id = a.layer
              LEFT JOIN frames f ON f.id = a.blob_frame LEFT JOIN packs p ON p.id = f.pack
              WHERE a.digest = ?1",
@@ -254,6 +273,7 @@ impl Index {
                     size: r.get(2)?,
                     method: r.get(3)?,
                     extra_bytes: r.get(4)?,
+                    pending: r.get(9)?,
                     blob_frame: match frame {
                         Some(_) => Some(FrameLocation::from_row(r, 5)?),
                         None => None,
@@ -264,15 +284,84 @@ impl Index {
     }
 
     /// Compressed blobs by how they are kept: method (`tar-only` for
-    /// those without a blob frame), count, blob bytes, extra bytes.
-    pub fn blob_methods(&self) -> Result<Vec<(String, u64, u64, u64)>> {
+    /// those without a blob frame), count, blob bytes, extra bytes, and how
+    /// many wait for gc's cheaper method.
+    pub fn blob_methods(&self) -> Result<Vec<BlobMethodRow>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT COALESCE(method, 'tar-only'), COUNT(*), COALESCE(SUM(size), 0),
-                    COALESCE(SUM(extra_bytes), 0)
+                    COALESCE(SUM(extra_bytes), 0), COALESCE(SUM(pending), 0)
              FROM aliases GROUP BY 1 ORDER BY 1",
         )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        let rows = stmt.query_map([], |r| {
+            Ok(BlobMethodRow {
+                method: r.get(0)?,
+                count: r.get(1)?,
+                blob_bytes: r.get(2)?,
+                extra_bytes: r.get(3)?,
+                pending: r.get(4)?,
+            })
+        })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Blobs kept verbatim until gc looks for a cheaper method.
+    pub fn pending_blobs(&self) -> Result<Vec<Digest>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT digest FROM aliases WHERE pending = 1 AND blob_frame IS NOT NULL ORDER BY digest",
+        )?;
+        let rows = stmt.query_map([], |r| digest_from_sql(r.get(0)?))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Records what a conversion of a pending blob wrote, in one
+    /// transaction: its packs, frames and chunks, and the alias with its
+    /// new blob frame (its old extra chunks are no longer named by it).
+    pub fn commit_blob_conversion(
+        &mut self,
+        packs: &[NewPack],
+        layer: &Digest,
+        alias: &NewAlias,
+    ) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let layer_id =
+            layer_id(&tx, layer)?.ok_or_else(|| Error::not_found(format!("layer {layer}")))?;
+        let frame_ids = insert_pack_chunks(&tx, packs, now())?.0;
+        let blob = alias
+            .blob
+            .as_ref()
+            .ok_or_else(|| Error::bug("conversion without a blob"))?;
+        let (p, f) = blob
+            .frame
+            .ok_or_else(|| Error::bug("conversion without a blob frame"))?;
+        let frame = frame_ids
+            .get(p)
+            .and_then(|ids| ids.get(f))
+            .copied()
+            .ok_or_else(|| Error::bug("blob frame missing from conversion"))?;
+        let exact = ExactAlias {
+            digest: alias.digest,
+            media_type: alias.media_type.clone(),
+            size: alias.size,
+            frame,
+            method: blob.method.clone(),
+            extra_bytes: blob.extra_bytes,
+            extra_chunks: blob.extra_chunks.clone(),
+            pending: false,
+        };
+        insert_exact_alias(&tx, layer_id, &exact)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Marks a pending blob as settled (no cheaper method was found).
+    pub fn settle_blob(&self, digest: &Digest) -> Result<()> {
+        self.conn.execute(
+            "UPDATE aliases SET pending = 0 WHERE digest = ?1",
+            [digest.to_string()],
+        )?;
+        Ok(())
     }
 
     /// Every alias that can be rebuilt exactly, by digest.
@@ -376,6 +465,10 @@ impl Index {
                 tx.execute("UPDATE layers SET pinned = 0 WHERE id = ?1", [id])?;
                 continue;
             }
+            tx.execute(
+                "DELETE FROM blob_chunks WHERE alias IN (SELECT digest FROM aliases WHERE layer = ?1)",
+                [id],
+            )?;
             tx.execute("DELETE FROM aliases WHERE layer = ?1", [id])?;
             tx.execute("DELETE FROM layer_chunks WHERE layer = ?1", [id])?;
             tx.execute("DELETE FROM layers WHERE id = ?1", [id])?;
@@ -406,6 +499,64 @@ pub struct PutCommit {
     /// The put's packs duplicated what another writer had just committed
     /// and were not recorded: the caller must delete them.
     pub packs_dropped: bool,
+}
+
+/// A compressed blob recorded with the blob frame that rebuilds it.
+#[derive(Clone, Debug)]
+pub struct ExactAlias {
+    /// sha256 of the blob.
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// Its size.
+    pub size: u64,
+    /// The blob frame's row id.
+    pub frame: i64,
+    /// Method name.
+    pub method: String,
+    /// Extra bytes kept.
+    pub extra_bytes: u64,
+    /// Distinct chunks of the extra data.
+    pub extra_chunks: Vec<ChunkId>,
+    /// Kept verbatim until gc looks for a cheaper method.
+    pub pending: bool,
+}
+
+/// Records `alias` for layer row `layer_id` (replacing what it had) and
+/// names its extra chunks in `blob_chunks`; each must have a row.
+pub(super) fn insert_exact_alias(
+    tx: &rusqlite::Connection,
+    layer_id: i64,
+    alias: &ExactAlias,
+) -> Result<()> {
+    tx.execute(
+        "INSERT OR REPLACE INTO aliases(digest, layer, media_type, size, blob_frame, method, extra_bytes, pending)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            alias.digest.to_string(),
+            layer_id,
+            alias.media_type,
+            alias.size,
+            alias.frame,
+            alias.method,
+            alias.extra_bytes,
+            alias.pending
+        ],
+    )?;
+    let digest = alias.digest.to_string();
+    tx.execute("DELETE FROM blob_chunks WHERE alias = ?1", [&digest])?;
+    let mut link =
+        tx.prepare_cached("INSERT OR IGNORE INTO blob_chunks(alias, hash) VALUES (?1, ?2)")?;
+    for chunk in &alias.extra_chunks {
+        link.execute(params![digest, &chunk.0[..]])?;
+        if !chunk_exists(tx, chunk)? {
+            return Err(Error::corrupt(format!(
+                "chunk {chunk} of blob {} is not in the index",
+                alias.digest
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn chunk_exists(conn: &rusqlite::Connection, id: &ChunkId) -> Result<bool> {
@@ -479,6 +630,32 @@ pub(super) fn insert_pack(
     Ok(ids)
 }
 
+/// Inserts packs, their frames and their chunks (`INSERT OR IGNORE`: a
+/// chunk another writer stored meanwhile keeps its row). Returns each
+/// pack's frame row ids and the number of chunk rows added.
+fn insert_pack_chunks(
+    tx: &rusqlite::Connection,
+    packs: &[NewPack],
+    created: i64,
+) -> Result<(Vec<Vec<i64>>, u64)> {
+    let mut new_chunks = 0u64;
+    let mut frame_ids: Vec<Vec<i64>> = Vec::with_capacity(packs.len());
+    let mut insert_chunk = tx.prepare_cached(
+        "INSERT OR IGNORE INTO chunks(hash, frame, offset, len) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for pack in packs {
+        let ids = insert_pack(tx, pack, created)?;
+        for (frame, frame_id) in pack.frames.iter().zip(&ids) {
+            for (id, offset, len) in &frame.chunks {
+                new_chunks +=
+                    insert_chunk.execute(params![&id.0[..], frame_id, offset, len])? as u64;
+            }
+        }
+        frame_ids.push(ids);
+    }
+    Ok((frame_ids, new_chunks))
+}
+
 /// Inserts one put's packs, frames, chunks, layer and alias inside `tx`.
 /// `pin` marks the layer as put directly (a root for gc).
 pub(super) fn insert_put(
@@ -487,24 +664,8 @@ pub(super) fn insert_put(
     layer: &NewLayer,
     pin: bool,
 ) -> Result<Inserted> {
-    let mut new_chunks = 0u64;
     let created = now();
-    let mut frame_ids: Vec<Vec<i64>> = Vec::with_capacity(packs.len());
-    {
-        let mut insert_chunk = tx.prepare_cached(
-            "INSERT OR IGNORE INTO chunks(hash, frame, offset, len) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        for pack in packs {
-            let ids = insert_pack(tx, pack, created)?;
-            for (frame, frame_id) in pack.frames.iter().zip(&ids) {
-                for (id, offset, len) in &frame.chunks {
-                    new_chunks +=
-                        insert_chunk.execute(params![&id.0[..], frame_id, offset, len])? as u64;
-                }
-            }
-            frame_ids.push(ids);
-        }
-    }
+    let (frame_ids, new_chunks) = insert_pack_chunks(tx, packs, created)?;
     let existing: Option<i64> = tx
         .query_row(
             "SELECT id FROM layers WHERE digest = ?1",
@@ -516,6 +677,17 @@ pub(super) fn insert_put(
         (Some(id), _) => {
             if pin {
                 tx.execute("UPDATE layers SET pinned = 1 WHERE id = ?1", [id])?;
+            }
+            // A chunk repair forgot and this put stored anew has a new row:
+            // link it, or gc would collect it as unused.
+            if new_chunks > 0 {
+                let mut link = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO layer_chunks(layer, chunk)
+                     SELECT ?1, id FROM chunks WHERE hash = ?2",
+                )?;
+                for chunk in &layer.distinct_chunks {
+                    link.execute(params![id, &chunk.0[..]])?;
+                }
             }
             (id, false)
         }
@@ -571,32 +743,17 @@ pub(super) fn insert_put(
         });
         match blob {
             Some((blob, frame_id)) => {
-                tx.execute(
-                    "INSERT OR REPLACE INTO aliases(digest, layer, media_type, size, blob_frame, method, extra_bytes)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![
-                        alias.digest.to_string(),
-                        layer_id,
-                        alias.media_type,
-                        alias.size,
-                        frame_id,
-                        blob.method,
-                        blob.extra_bytes
-                    ],
-                )?;
-                let mut link = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO layer_chunks(layer, chunk)
-                     SELECT ?1, id FROM chunks WHERE hash = ?2",
-                )?;
-                for chunk in &blob.extra_chunks {
-                    link.execute(params![layer_id, &chunk.0[..]])?;
-                    if !chunk_exists(tx, chunk)? {
-                        return Err(Error::corrupt(format!(
-                            "chunk {chunk} of blob {} vanished before commit",
-                            alias.digest
-                        )));
-                    }
-                }
+                let exact = ExactAlias {
+                    digest: alias.digest,
+                    media_type: alias.media_type.clone(),
+                    size: alias.size,
+                    frame: frame_id,
+                    method: blob.method.clone(),
+                    extra_bytes: blob.extra_bytes,
+                    extra_chunks: blob.extra_chunks.clone(),
+                    pending: blob.pending,
+                };
+                insert_exact_alias(tx, layer_id, &exact)?;
             }
             None => {
                 // Never downgrade an exact alias to a tar-only one.

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::Index;
-use super::layers::{FrameLocation, NewPack, insert_pack, layer_id};
+use super::layers::{
+    ExactAlias, FrameLocation, NewPack, insert_exact_alias, insert_pack, layer_id,
+};
 use super::schema::*;
 use crate::error::{Error, Result};
 use crate::store::digest::{ChunkId, Digest};
@@ -82,12 +84,14 @@ impl Index {
         let layers_after: u64 = tx.query_row("SELECT COUNT(*) FROM layers", [], |r| r.get(0))?;
         let (chunks_removed, chunk_bytes_removed): (u64, u64) = tx.query_row(
             "SELECT COUNT(*), COALESCE(SUM(len), 0) FROM chunks
-             WHERE id NOT IN (SELECT chunk FROM layer_chunks)",
+             WHERE id NOT IN (SELECT chunk FROM layer_chunks)
+               AND hash NOT IN (SELECT hash FROM blob_chunks)",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         tx.execute(
-            "DELETE FROM chunks WHERE id NOT IN (SELECT chunk FROM layer_chunks)",
+            "DELETE FROM chunks WHERE id NOT IN (SELECT chunk FROM layer_chunks)
+               AND hash NOT IN (SELECT hash FROM blob_chunks)",
             [],
         )?;
         tx.execute(
@@ -489,53 +493,15 @@ impl Index {
     /// Repair: records compressed blob `alias` of layer `layer` with the
     /// blob frame that rebuilds it and links its extra chunks to the layer.
     /// False when the layer is not in the index (nothing is recorded).
-    pub fn repair_alias(&mut self, layer: &Digest, alias: &RepairedAlias) -> Result<bool> {
+    pub fn repair_alias(&mut self, layer: &Digest, alias: &ExactAlias) -> Result<bool> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let Some(layer_id) = layer_id(&tx, layer)? else {
             return Ok(false);
         };
-        tx.execute(
-            "INSERT OR REPLACE INTO aliases(digest, layer, media_type, size, blob_frame, method, extra_bytes)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                alias.digest.to_string(),
-                layer_id,
-                alias.media_type,
-                alias.size,
-                alias.frame,
-                alias.method,
-                alias.extra_bytes
-            ],
-        )?;
-        let mut link = tx.prepare_cached(
-            "INSERT OR IGNORE INTO layer_chunks(layer, chunk) SELECT ?1, id FROM chunks WHERE hash = ?2",
-        )?;
-        for chunk in &alias.extra_chunks {
-            link.execute(params![layer_id, &chunk.0[..]])?;
-        }
-        drop(link);
+        insert_exact_alias(&tx, layer_id, alias)?;
         tx.commit()?;
         Ok(true)
     }
-}
-
-/// A compressed blob repair found a blob frame for.
-#[derive(Clone, Debug)]
-pub struct RepairedAlias {
-    /// sha256 of the blob.
-    pub digest: Digest,
-    /// Its media type.
-    pub media_type: String,
-    /// Its size.
-    pub size: u64,
-    /// The blob frame's row id.
-    pub frame: i64,
-    /// Method name.
-    pub method: String,
-    /// Extra bytes kept.
-    pub extra_bytes: u64,
-    /// Distinct chunks of the extra data.
-    pub extra_chunks: Vec<ChunkId>,
 }

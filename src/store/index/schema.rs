@@ -123,15 +123,24 @@ ALTER TABLE packs ADD COLUMN damaged INTEGER NOT NULL DEFAULT 0;
 
 /// Schema version 4: exact compressed blobs. An alias may name the blob
 /// frame that rebuilds the compressed blob byte for byte (`blob_frame`),
-/// with the method used and the bytes of extra data it keeps. Aliases from
-/// older versions have none: their blob was never kept, only its tar.
-/// The extra data's chunks are linked to the layer in `layer_chunks`, so
-/// they live exactly as long as the layer.
+/// with the method used and the bytes of extra data it keeps; `pending`
+/// marks a blob kept verbatim until gc finds the cheaper method. Aliases
+/// from older versions have none: their blob was never kept, only its tar.
+/// The extra data's chunks are named (by hash, so that a chunk stored anew
+/// after repair still counts) in `blob_chunks`, which keeps them alive
+/// exactly as long as the alias.
 pub(super) const MIGRATE_V4: &str = "
 ALTER TABLE aliases ADD COLUMN blob_frame INTEGER REFERENCES frames(id);
 ALTER TABLE aliases ADD COLUMN method TEXT;
 ALTER TABLE aliases ADD COLUMN extra_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE aliases ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX aliases_by_blob_frame ON aliases(blob_frame);
+CREATE TABLE blob_chunks(
+    alias TEXT NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY(alias, hash)
+) WITHOUT ROWID;
+CREATE INDEX blob_chunks_by_hash ON blob_chunks(hash);
 ";
 
 /// Deletes what no image name or container reaches any more: manifests, index entries,
@@ -157,6 +166,7 @@ DELETE FROM temp.dead_layers;
 INSERT INTO temp.dead_layers SELECT id FROM layers
     WHERE pinned = 0 AND id NOT IN (SELECT layer FROM manifest_layers);
 DELETE FROM aliases WHERE layer IN (SELECT id FROM temp.dead_layers);
+DELETE FROM blob_chunks WHERE alias NOT IN (SELECT digest FROM aliases);
 DELETE FROM layer_chunks WHERE layer IN (SELECT id FROM temp.dead_layers);
 DELETE FROM layers WHERE id IN (SELECT id FROM temp.dead_layers);
 DELETE FROM temp.dead_layers;
