@@ -4,7 +4,8 @@
 # tar per second, peak RSS, and `gzip -6` / `gzip -d` of the same tar in the
 # same run for scale. Not run by CI.
 #
-#   benches/exact/run.sh [TAR]   (default: a tar of /usr/lib/python3 and /usr/share/doc)
+#   benches/exact/run.sh [TAR]   (default: a tar of /usr/lib/python3 and /usr/share/doc;
+#                                 zstd -19 alone takes minutes on a few hundred MB)
 #
 # Needs gzip, pigz, zstd, python3, go (golang-go) and GNU time.
 set -euo pipefail

@@ -8,6 +8,11 @@
 //! grow with the layer's size: what does grow is the per-layer bookkeeping
 //! (about 100 bytes per distinct chunk and the compressed recipe).
 //!
+//! A compressed input is also copied to a spool file as it is read; once
+//! the tar is split, `layer::exact` finds what rebuilds the blob exactly
+//! (or, for gzip, keeps it verbatim for gc to convert) and its extra data
+//! and blob frame go into the same packs.
+//!
 //! Write order is what makes a put crash-safe: pack data is written under
 //! a temporary name, fsynced and renamed into place; only then does one
 //! SQLite transaction add the chunks and the layer. A failure at any point

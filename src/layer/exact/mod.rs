@@ -13,6 +13,10 @@
 //! with the original, while the layout (headers, segments, trailers) covers
 //! every byte of the blob in order. A method that fails is never recorded.
 //!
+//! preflate's analysis runs at about gzip's own compression speed, so a
+//! put keeps a gzip blob verbatim at first (exact at once) and marks it
+//! pending; gc converts it (`convert`). `rebuild` gives blobs back.
+//!
 //! The extra bytes a method needs (gzip headers and corrections, or the
 //! verbatim blob) are cut into chunks and stored like a layer's chunks, so
 //! they are deduplicated and checked by the same code; the description and
