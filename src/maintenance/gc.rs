@@ -1,10 +1,14 @@
-//! Garbage collection: forget layers nothing keeps (roots: image names,
-//! pinned layers, and the manifests of containers), then chunks no layer
-//! uses, then rewrite packs whose live share fell below a threshold; last,
-//! delete image checkouts no container uses.
+//! Garbage collection: first convert compressed blobs a put kept verbatim
+//! to their cheaper exact method (under the shared lock, beside puts and
+//! gets, since it is slow and only adds packs); then forget layers nothing
+//! keeps (roots: image names, pinned layers, and the manifests of
+//! containers), then chunks no layer or blob uses, then rewrite packs whose
+//! live share fell below a threshold; last, delete image checkouts no
+//! container uses.
 //!
-//! gc holds the store lock exclusively, so it never runs while a put,
-//! import or get holds it shared: those wait for gc, and gc waits for them.
+//! From the forgetting on, gc holds the store lock exclusively, so it never
+//! runs while a put, import or get holds it shared: those wait for gc, and
+//! gc waits for them.
 //! Packs are replaced, never changed: live frames are copied into a new
 //! pack (fsynced and renamed into place), one transaction points the index
 //! at the copy and records the old file as retired, and only then is the
@@ -89,18 +93,23 @@ pub struct GcReport {
 }
 
 pub(crate) fn collect_garbage(store: &Store, opts: &GcOptions) -> Result<GcReport> {
-    let _lock = store.lock(crate::store::LockMode::Exclusive)?;
     let mut index = store.index()?;
-    let packs = store.packs();
-    // Pending blobs first: their verbatim chunks then go with this gc.
-    let converted = if opts.dry_run {
-        crate::layer::exact::convert::Converted {
-            converted: index.pending_blobs()?.len() as u64,
-            ..Default::default()
+    // Pending blobs first, so that their verbatim copies go with this gc.
+    // Converting is slow (preflate) and writes only new packs, committed
+    // like a put's, so it runs under the shared lock: puts and gets go on.
+    let converted = {
+        let _shared = store.lock(crate::store::LockMode::Shared)?;
+        if opts.dry_run {
+            crate::layer::exact::convert::Converted {
+                converted: index.pending_blobs()?.len() as u64,
+                ..Default::default()
+            }
+        } else {
+            crate::layer::exact::convert::convert_pending(store, &mut index)?
         }
-    } else {
-        crate::layer::exact::convert::convert_pending(store, &mut index)?
     };
+    let _lock = store.lock(crate::store::LockMode::Exclusive)?;
+    let packs = store.packs();
     let collected = index.gc_collect(opts.dry_run)?;
     if !opts.dry_run {
         crate::util::fault::point("gc-after-collect");

@@ -36,7 +36,9 @@ pub(crate) struct Converted {
     pub extra_bytes: u64,
 }
 
-/// Converts every pending blob. The caller holds the store lock.
+/// Converts every pending blob. The caller holds the store lock (shared
+/// is enough: a conversion writes new packs and commits like a put; a blob
+/// whose layer is removed meanwhile is skipped).
 pub(crate) fn convert_pending(store: &Store, index: &mut Index) -> Result<Converted> {
     let mut done = Converted::default();
     for digest in index.pending_blobs()? {
@@ -120,11 +122,21 @@ fn convert_one(
         }),
     };
     crate::util::fault::point("convert-before-commit");
-    if let Err(e) = index.commit_blob_conversion(&packs, &layer.digest, &new_alias) {
-        for pack in &packs {
-            store.packs().discard(&pack.name);
+    match index.commit_blob_conversion(&packs, &layer.digest, &new_alias) {
+        Ok(()) => {}
+        // Removed while it was converted: nothing to record.
+        Err(Error::NotFound { .. }) => {
+            for pack in &packs {
+                store.packs().discard(&pack.name);
+            }
+            return Ok(());
         }
-        return Err(e);
+        Err(e) => {
+            for pack in &packs {
+                store.packs().discard(&pack.name);
+            }
+            return Err(e);
+        }
     }
     done.converted += 1;
     done.verbatim_bytes += alias.extra_bytes;

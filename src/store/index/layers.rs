@@ -327,6 +327,16 @@ impl Index {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let layer_id =
             layer_id(&tx, layer)?.ok_or_else(|| Error::not_found(format!("layer {layer}")))?;
+        // Removed while it was converted (the conversion runs beside puts
+        // and rm): nothing to record.
+        let still_there: bool = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM aliases WHERE digest = ?1)",
+            [alias.digest.to_string()],
+            |r| r.get(0),
+        )?;
+        if !still_there {
+            return Err(Error::not_found(format!("blob {}", alias.digest)));
+        }
         let frame_ids = insert_pack_chunks(&tx, packs, now())?.0;
         let blob = alias
             .blob
