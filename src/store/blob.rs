@@ -174,13 +174,14 @@ impl BlobDescription {
             2 => BlobMethod::Zstd {
                 libzstd: r.u32()?,
                 level: r.u32()? as i32,
-                checksum: r.u8()? != 0,
-                content_size: r.u8()? != 0,
+                checksum: r.flag()?,
+                content_size: r.flag()?,
                 workers: r.u8()?,
             },
             3 => {
                 let len = r.u8()? as usize;
-                let version = String::from_utf8_lossy(r.take(len)?).into_owned();
+                let version = String::from_utf8(r.take(len)?.to_vec())
+                    .map_err(|_| "blob description: preflate version is not UTF-8".to_string())?;
                 let count = r.count()?;
                 let mut members = Vec::new();
                 for _ in 0..count {
@@ -263,6 +264,18 @@ impl<'a> Cursor<'a> {
     fn u8(&mut self) -> Result<u8, String> {
         Ok(self.take(1)?[0])
     }
+    /// A byte that must be 0 or 1.
+    fn flag(&mut self) -> Result<bool, String> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            b => Err(format!(
+                "blob description flag at byte {} is {b}, not 0 or 1",
+                self.at - 1
+            )),
+        }
+    }
+
     fn u32(&mut self) -> Result<u32, String> {
         let mut b = [0u8; 4];
         b.copy_from_slice(self.take(4)?);
