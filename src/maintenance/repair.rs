@@ -296,17 +296,10 @@ fn restore_alias(
         Ok(d) => d,
         Err(e) => return Ok(Err(format!("its blob frame does not decode: {e}"))),
     };
-    let mut chunks = Vec::new();
-    let Ok(reader) = RecipeReader::new(&description.extra_recipe) else {
-        return Ok(Err("its extra data's recipe does not decode".into()));
+    let mut chunks = match description.extra_chunks() {
+        Ok(ids) => ids,
+        Err(e) => return Ok(Err(format!("its extra data's recipe does not decode: {e}"))),
     };
-    for entry in reader {
-        match entry {
-            Ok(Entry::Chunk(id, _)) => chunks.push(id),
-            Ok(Entry::Inline(_)) => {}
-            Err(e) => return Ok(Err(format!("its extra data's recipe does not decode: {e}"))),
-        }
-    }
     chunks.sort();
     chunks.dedup();
     for id in &chunks {

@@ -390,11 +390,8 @@ fn check_blob(
     .map_err(|e| e.to_string())?;
     let description = BlobDescription::decode(&raw).map_err(|e| format!("description: {e}"))?;
     let mut missing = 0u64;
-    let entries = RecipeReader::new(&description.extra_recipe).map_err(|e| e.to_string())?;
-    for entry in entries {
-        if let Entry::Chunk(id, _) = entry.map_err(|e| e.to_string())?
-            && (damage.chunks.contains(&id) || !index.has_chunk(&id).map_err(|e| e.to_string())?)
-        {
+    for id in description.extra_chunks()? {
+        if damage.chunks.contains(&id) || !index.has_chunk(&id).map_err(|e| e.to_string())? {
             missing += 1;
         }
     }

@@ -25,6 +25,7 @@
 //! Every count and length is checked against fixed limits when decoding,
 //! so a damaged description is an error, never a huge allocation.
 
+use crate::store::digest::ChunkId;
 use crate::store::recipe::{Entry, RecipeReader};
 
 /// Description format version written by this build.
@@ -245,6 +246,22 @@ impl BlobDescription {
             extra_len,
             extra_recipe,
         })
+    }
+}
+
+impl BlobDescription {
+    /// The chunk ids of the extra stream, in stream order (a chunk that
+    /// recurs is listed each time).
+    pub fn extra_chunks(&self) -> Result<Vec<ChunkId>, String> {
+        let entries = RecipeReader::new(&self.extra_recipe)
+            .map_err(|e| format!("extra stream recipe: {e}"))?;
+        let mut ids = Vec::new();
+        for entry in entries {
+            if let Entry::Chunk(id, _) = entry.map_err(|e| format!("extra stream recipe: {e}"))? {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
     }
 }
 
