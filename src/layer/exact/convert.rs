@@ -122,21 +122,15 @@ fn convert_one(
         }),
     };
     crate::util::fault::point("convert-before-commit");
-    match index.commit_blob_conversion(&packs, &layer.digest, &new_alias) {
-        Ok(()) => {}
-        // Removed while it was converted: nothing to record.
-        Err(Error::NotFound { .. }) => {
-            for pack in &packs {
-                store.packs().discard(&pack.name);
-            }
-            return Ok(());
+    if let Err(e) = index.commit_blob_conversion(&packs, &layer.digest, &new_alias) {
+        for pack in &packs {
+            store.packs().discard(&pack.name);
         }
-        Err(e) => {
-            for pack in &packs {
-                store.packs().discard(&pack.name);
-            }
-            return Err(e);
-        }
+        return match e {
+            // Removed while it was converted: nothing to record.
+            Error::NotFound { .. } => Ok(()),
+            e => Err(e),
+        };
     }
     done.converted += 1;
     done.verbatim_bytes += alias.extra_bytes;
