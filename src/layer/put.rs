@@ -442,8 +442,7 @@ fn split_and_store(
                 let id = ChunkId::of(bytes);
                 recipe.push_chunk(&id, bytes.len() as u32)?;
                 chunks += 1;
-                if distinct.insert(id) && !pending.contains(&id) && !ctx.index.has_chunk(&id)? {
-                    frames.add(id, bytes)?;
+                if frames.add_if_new(id, bytes, &mut distinct, pending, ctx.index)? {
                     new_chunks += 1;
                 }
             }
@@ -703,6 +702,24 @@ impl FrameWriter {
             self.dispatch()?;
         }
         Ok(())
+    }
+
+    /// Adds a chunk unless this stream already met it (`distinct`),
+    /// an earlier put of the session wrote it (`pending`) or the index has
+    /// it. True when it was added.
+    pub(crate) fn add_if_new(
+        &mut self,
+        id: ChunkId,
+        bytes: &[u8],
+        distinct: &mut HashSet<ChunkId>,
+        pending: &HashSet<ChunkId>,
+        index: &Index,
+    ) -> Result<bool> {
+        if distinct.insert(id) && !pending.contains(&id) && !index.has_chunk(&id)? {
+            self.add(id, bytes)?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     fn dispatch(&mut self) -> Result<()> {

@@ -208,8 +208,10 @@ impl<'a> ExtraSink<'a> {
         let bytes = &self.buf[at..at + n];
         let id = ChunkId::of(bytes);
         self.recipe.push_chunk(&id, n as u32)?;
-        if self.distinct.insert(id) && !self.pending.contains(&id) && !self.index.has_chunk(&id)? {
-            self.frames.add(id, bytes)?;
+        if self
+            .frames
+            .add_if_new(id, bytes, &mut self.distinct, self.pending, self.index)?
+        {
             self.new_chunks += 1;
         }
         Ok(())
