@@ -20,6 +20,7 @@ mod image;
 mod layer;
 mod maintenance;
 mod rootfs;
+mod serve;
 mod store;
 #[doc(hidden)]
 pub mod testing;
@@ -36,6 +37,10 @@ pub use layer::put::{LayerInfo, PutOptions};
 pub use layer::{BlobMethodStats, GetInfo, LayerSummary, StoreStats};
 pub use maintenance::{GcOptions, GcReport, Problem, VerifyOptions, VerifyReport};
 pub use rootfs::CheckoutReport;
+pub use serve::{
+    BlobPut, FoundBlob, ManifestPut, REGISTRY_BLOB_GRACE, ServeOptions, UPLOAD_MAX_AGE,
+    valid_digest,
+};
 pub use store::chunker::ChunkParams;
 pub use store::digest::{ChunkId, Digest};
 pub use store::{FORMAT_VERSION, LockWaitNotice, ProgressNotice, Store, StoreConfig};

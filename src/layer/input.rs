@@ -166,17 +166,18 @@ pub struct LayerStream<R: Read> {
 impl<R: Read> LayerStream<R> {
     /// Sniffs the first bytes of `input` and sets up decompression.
     pub fn open(input: R) -> io::Result<Self> {
-        Self::open_spooled(input, None)
+        Self::open_spooled(input, None, false)
     }
 
     /// Like [`LayerStream::open`]; a compressed input's raw bytes are also
-    /// copied to `spool` as they are read (a plain tar's are not).
-    pub(crate) fn open_spooled(mut input: R, spool: Option<File>) -> io::Result<Self> {
+    /// copied to `spool` as they are read (a plain tar's are not). With
+    /// `as_is` the input is taken as it is, whatever its first bytes.
+    pub(crate) fn open_spooled(mut input: R, spool: Option<File>, as_is: bool) -> io::Result<Self> {
         let state = Arc::new(TapState::default());
         let magic = read_magic(&mut input).inspect_err(|_| {
             state.read_failed.store(true, Ordering::Relaxed);
         })?;
-        if let Some(format) = unsupported_compression(&magic) {
+        if let Some(format) = unsupported_compression(&magic).filter(|_| !as_is) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
@@ -185,7 +186,11 @@ impl<R: Read> LayerStream<R> {
                 ),
             ));
         }
-        let compression = Compression::detect(&magic);
+        let compression = if as_is {
+            Compression::None
+        } else {
+            Compression::detect(&magic)
+        };
         let mut hasher = (compression != Compression::None).then(Sha256::new);
         if let Some(h) = hasher.as_mut() {
             h.update(&magic);

@@ -70,6 +70,9 @@ pub struct PutOptions<'a> {
     /// default: the blob is kept verbatim, and gc finds the cheaper method
     /// later; zstd blobs are always matched at once (it is quick).
     pub exact_now: bool,
+    /// Take the input as it is, never decompressing it (a registry blob
+    /// that only looks compressed). Implies `raw`.
+    pub as_is: bool,
 }
 
 /// What a put did.
@@ -211,8 +214,6 @@ pub(crate) fn prepare_put<R: Read + Send>(
         .unwrap_or_else(|| "layer input".to_string());
     let (data_tx, data_rx) = bounded::<io::Result<Vec<u8>>>(READ_QUEUE);
     let (free_tx, free_rx) = bounded::<Vec<u8>>(READ_QUEUE + 2);
-    let max = opts.max_uncompressed;
-    let progress = opts.progress;
     let (spool, spool_file) = if opts.tar_only {
         (None, None)
     } else {
@@ -227,8 +228,7 @@ pub(crate) fn prepare_put<R: Read + Send>(
             read_input(
                 input,
                 &reader_name,
-                max,
-                progress,
+                opts,
                 spool_file,
                 data_tx,
                 free_rx,
@@ -244,7 +244,7 @@ pub(crate) fn prepare_put<R: Read + Send>(
         let read_result = crate::error::join_worker(reader);
         match (read_result, split_result) {
             (Ok(Some(outcome)), Ok(mut stored)) => {
-                if !opts.raw {
+                if !opts.raw && !opts.as_is {
                     // Dropping `stored` deletes the packs written so far.
                     check_complete_tar(&name, stored.tar_end)?;
                 }
@@ -263,8 +263,7 @@ pub(crate) fn prepare_put<R: Read + Send>(
 fn read_input<R: Read>(
     input: R,
     name: &str,
-    max: Option<u64>,
-    progress: Option<&(dyn Fn(u64) + Sync)>,
+    opts: &PutOptions<'_>,
     spool: Option<std::fs::File>,
     tx: Sender<io::Result<Vec<u8>>>,
     free: Receiver<Vec<u8>>,
@@ -273,7 +272,8 @@ fn read_input<R: Read>(
         let _ = tx.send(Err(io::Error::other("input failed")));
         Err(err)
     };
-    let mut stream = match LayerStream::open_spooled(input, spool) {
+    let (max, progress) = (opts.max_uncompressed, opts.progress);
+    let mut stream = match LayerStream::open_spooled(input, spool, opts.as_is) {
         Ok(s) => s,
         // A format it recognises and refuses (xz, bzip2).
         Err(e) if e.kind() == io::ErrorKind::InvalidData => {

@@ -36,6 +36,12 @@ pub struct GcOptions {
     pub dry_run: bool,
     /// Packs whose live share is below this (0.0-1.0) are rewritten.
     pub rewrite_below: f64,
+    /// Registry blobs no manifest refers to are kept this long after
+    /// their push (a client pushes blobs before the manifest that uses
+    /// them).
+    pub registry_grace: std::time::Duration,
+    /// Registry upload sessions untouched this long are removed.
+    pub upload_max_age: std::time::Duration,
 }
 
 impl Default for GcOptions {
@@ -43,6 +49,8 @@ impl Default for GcOptions {
         GcOptions {
             dry_run: false,
             rewrite_below: 0.5,
+            registry_grace: crate::serve::REGISTRY_BLOB_GRACE,
+            upload_max_age: crate::serve::UPLOAD_MAX_AGE,
         }
     }
 }
@@ -54,6 +62,11 @@ pub struct GcReport {
     pub dry_run: bool,
     /// Layers forgotten (neither pinned nor used by an image).
     pub layers_removed: u64,
+    /// Registry blobs forgotten: pushed longer ago than the grace period
+    /// and used by no manifest.
+    pub registry_blobs_removed: u64,
+    /// Registry upload sessions removed (untouched too long).
+    pub uploads_removed: u64,
     /// Chunks no layer used.
     pub chunks_removed: u64,
     /// Their uncompressed bytes.
@@ -110,7 +123,14 @@ pub(crate) fn collect_garbage(store: &Store, opts: &GcOptions) -> Result<GcRepor
     };
     let _lock = store.lock(crate::store::LockMode::Exclusive)?;
     let packs = store.packs();
-    let collected = index.gc_collect(opts.dry_run)?;
+    let registry_cutoff =
+        crate::util::clock::now() - opts.registry_grace.as_secs().min(i64::MAX as u64) as i64;
+    let collected = index.gc_collect(opts.dry_run, registry_cutoff)?;
+    let report_uploads = if opts.dry_run {
+        0
+    } else {
+        store.sweep_uploads(opts.upload_max_age)?
+    };
     if !opts.dry_run {
         crate::util::fault::point("gc-after-collect");
     }
@@ -118,6 +138,8 @@ pub(crate) fn collect_garbage(store: &Store, opts: &GcOptions) -> Result<GcRepor
     let mut report = GcReport {
         dry_run: opts.dry_run,
         layers_removed: collected.layers_removed,
+        registry_blobs_removed: collected.registry_blobs_removed,
+        uploads_removed: report_uploads,
         chunks_removed: collected.chunks_removed,
         chunk_bytes_removed: collected.chunk_bytes_removed,
         blobs_converted: converted.converted,

@@ -49,6 +49,7 @@ pub(crate) fn put(
             raw,
             tar_only,
             exact_now,
+            as_is: false,
         },
     );
     if let Some(b) = &bar {

@@ -6,6 +6,7 @@ mod images;
 mod layers;
 mod maintenance;
 mod output;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -90,6 +91,13 @@ enum Command {
         /// Rewrite packs whose live share is below this percentage.
         #[arg(long, default_value_t = 50.0, value_name = "PERCENT")]
         rewrite_below: f64,
+        /// Keep registry blobs no manifest uses this many seconds after
+        /// their push.
+        #[arg(long, default_value_t = 86400, value_name = "SECS")]
+        registry_grace: u64,
+        /// Remove registry upload sessions untouched this many seconds.
+        #[arg(long, default_value_t = 604800, value_name = "SECS")]
+        upload_max_age: u64,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -127,6 +135,25 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Serve the store as an OCI distribution registry (HTTP/1.1).
+    Serve {
+        /// Address to listen on (port 0 picks a free port; the first line
+        /// on stdout says which).
+        #[arg(long, default_value = "127.0.0.1:5000", value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+        /// Largest blob accepted (e.g. 10G).
+        #[arg(long, value_name = "SIZE", value_parser = output::parse_size, default_value = "64G")]
+        max_blob_size: u64,
+        /// Drop requests whose body stalls this many seconds.
+        #[arg(long, default_value_t = 60, value_name = "SECS")]
+        idle_timeout: u64,
+        /// Stop by itself after this many seconds.
+        #[arg(long, value_name = "SECS")]
+        max_lifetime: Option<u64>,
+        /// No access log on stderr.
+        #[arg(long)]
+        quiet: bool,
     },
 }
 
@@ -202,7 +229,9 @@ fn open_store(path: Option<PathBuf>, how: Open) -> Result<Store> {
 
 fn run(cli: Cli) -> Result<()> {
     let how = match &cli.command {
-        Command::Put { .. } | Command::Image(ImageCommand::Import { .. }) => Open::OrCreate,
+        Command::Put { .. }
+        | Command::Image(ImageCommand::Import { .. })
+        | Command::Serve { .. } => Open::OrCreate,
         Command::Verify { repair: true, .. } => Open::ForRepair,
         _ => Open::Existing,
     };
@@ -231,7 +260,34 @@ fn run(cli: Cli) -> Result<()> {
         Command::Gc {
             dry_run,
             rewrite_below,
+            registry_grace,
+            upload_max_age,
             json,
-        } => maintenance::gc(&store, dry_run, rewrite_below, json),
+        } => maintenance::gc(
+            &store,
+            dry_run,
+            rewrite_below,
+            &maintenance::RegistryAges {
+                grace: registry_grace,
+                upload_max_age,
+            },
+            json,
+        ),
+        Command::Serve {
+            listen,
+            max_blob_size,
+            idle_timeout,
+            max_lifetime,
+            quiet,
+        } => serve::serve(
+            &store,
+            &layerstore::ServeOptions {
+                listen,
+                max_blob_size,
+                idle_timeout: std::time::Duration::from_secs(idle_timeout),
+                max_lifetime: max_lifetime.map(std::time::Duration::from_secs),
+                quiet,
+            },
+        ),
     }
 }

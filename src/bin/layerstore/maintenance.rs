@@ -48,13 +48,29 @@ pub(crate) fn verify(store: &Store, full: bool, repair: bool, json: bool) -> Res
     }
 }
 
-pub(crate) fn gc(store: &Store, dry_run: bool, rewrite_below: f64, json: bool) -> Result<()> {
+/// How `gc` treats what the registry left.
+pub(crate) struct RegistryAges {
+    /// Seconds an unreferenced pushed blob is kept.
+    pub grace: u64,
+    /// Seconds an untouched upload session is kept.
+    pub upload_max_age: u64,
+}
+
+pub(crate) fn gc(
+    store: &Store,
+    dry_run: bool,
+    rewrite_below: f64,
+    ages: &RegistryAges,
+    json: bool,
+) -> Result<()> {
     if !(0.0..=100.0).contains(&rewrite_below) {
         bail!("--rewrite-below must be between 0 and 100");
     }
     let report = store.gc(&GcOptions {
         dry_run,
         rewrite_below: rewrite_below / 100.0,
+        registry_grace: std::time::Duration::from_secs(ages.grace),
+        upload_max_age: std::time::Duration::from_secs(ages.upload_max_age),
     })?;
     if json {
         return print_json(&report);
@@ -72,6 +88,13 @@ pub(crate) fn gc(store: &Store, dry_run: bool, rewrite_below: f64, json: bool) -
         report.packs_rewritten,
         report.orphan_files_removed
     );
+    if report.registry_blobs_removed + report.uploads_removed > 0 {
+        outln!(
+            "registry: {} unreferenced blob(s) past their grace period forgotten, {} stale upload(s) removed",
+            report.registry_blobs_removed,
+            report.uploads_removed
+        );
+    }
     if report.blobs_converted + report.blobs_settled > 0 {
         outln!(
             "{} compressed blob(s) {} kept by a cheaper exact method{}",

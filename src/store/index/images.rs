@@ -233,46 +233,10 @@ impl Index {
             )?;
         }
         for m in &import.manifests {
-            tx.execute(
-                "INSERT OR REPLACE INTO manifests(digest, config, platform) VALUES (?1, ?2, ?3)",
-                params![m.digest.to_string(), m.config.to_string(), m.platform],
-            )?;
-            tx.execute(
-                "DELETE FROM manifest_layers WHERE manifest = ?1",
-                [m.digest.to_string()],
-            )?;
-            for (position, l) in m.layers.iter().enumerate() {
-                let inserted = tx.execute(
-                    "INSERT INTO manifest_layers(manifest, position, layer, media_type, blob_digest, blob_size)
-                     SELECT ?1, ?2, id, ?3, ?4, ?5 FROM layers WHERE digest = ?6",
-                    params![
-                        m.digest.to_string(),
-                        position as i64,
-                        l.media_type,
-                        l.blob_digest.to_string(),
-                        l.blob_size,
-                        l.diff_id.to_string()
-                    ],
-                )?;
-                if inserted != 1 {
-                    return Err(Error::not_found(format!(
-                        "layer {} of manifest {} (it was removed during the import; import again)",
-                        l.diff_id, m.digest
-                    )));
-                }
-            }
+            insert_manifest(&tx, m)?;
         }
         for (parent, children) in &import.index_children {
-            tx.execute(
-                "DELETE FROM index_children WHERE parent = ?1",
-                [parent.to_string()],
-            )?;
-            for (position, child) in children.iter().enumerate() {
-                tx.execute(
-                    "INSERT INTO index_children(parent, position, child) VALUES (?1, ?2, ?3)",
-                    params![parent.to_string(), position as i64, child.to_string()],
-                )?;
-            }
+            insert_index_children(&tx, parent, children)?;
         }
         let created = now();
         let mut moved = Vec::new();
@@ -294,4 +258,56 @@ impl Index {
         tx.commit()?;
         Ok(moved)
     }
+}
+
+/// Records one manifest and its layers (replacing an earlier record).
+pub(super) fn insert_manifest(tx: &rusqlite::Transaction<'_>, m: &ManifestRecord) -> Result<()> {
+    tx.execute(
+        "INSERT OR REPLACE INTO manifests(digest, config, platform) VALUES (?1, ?2, ?3)",
+        params![m.digest.to_string(), m.config.to_string(), m.platform],
+    )?;
+    tx.execute(
+        "DELETE FROM manifest_layers WHERE manifest = ?1",
+        [m.digest.to_string()],
+    )?;
+    for (position, l) in m.layers.iter().enumerate() {
+        let inserted = tx.execute(
+            "INSERT INTO manifest_layers(manifest, position, layer, media_type, blob_digest, blob_size)
+             SELECT ?1, ?2, id, ?3, ?4, ?5 FROM layers WHERE digest = ?6",
+            params![
+                m.digest.to_string(),
+                position as i64,
+                l.media_type,
+                l.blob_digest.to_string(),
+                l.blob_size,
+                l.diff_id.to_string()
+            ],
+        )?;
+        if inserted != 1 {
+            return Err(Error::not_found(format!(
+                "layer {} of manifest {} (it was removed during the import; import again)",
+                l.diff_id, m.digest
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Records the entries of one index, in order (replacing earlier ones).
+pub(super) fn insert_index_children(
+    tx: &rusqlite::Transaction<'_>,
+    parent: &Digest,
+    children: &[Digest],
+) -> Result<()> {
+    tx.execute(
+        "DELETE FROM index_children WHERE parent = ?1",
+        [parent.to_string()],
+    )?;
+    for (position, child) in children.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO index_children(parent, position, child) VALUES (?1, ?2, ?3)",
+            params![parent.to_string(), position as i64, child.to_string()],
+        )?;
+    }
+    Ok(())
 }

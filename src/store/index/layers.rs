@@ -429,27 +429,9 @@ impl Index {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        // Another writer committed the same layer, with every chunk, while
-        // this put was writing: its packs are pure duplicates. Record only
-        // the pin (and alias); the caller deletes the packs.
-        let duplicate = !packs.is_empty()
-            && layer_id(&tx, &layer.digest)?.is_some()
-            && all_chunks_stored(&tx, packs)?
-            && match &layer.alias {
-                Some(NewAlias {
-                    blob: Some(NewBlob { frame: Some(_), .. }),
-                    digest,
-                    ..
-                }) => alias_is_exact(&tx, digest)?,
-                _ => true,
-            };
-        let inserted = insert_put(&tx, if duplicate { &[] } else { packs }, layer, true)?;
+        let (commit, _) = commit_put_in(&tx, packs, layer, true)?;
         tx.commit()?;
-        Ok(PutCommit {
-            new_layer: inserted.new_layer,
-            new_chunks: inserted.new_chunks,
-            packs_dropped: duplicate,
-        })
+        Ok(commit)
     }
 
     /// Unpins layers, all in one transaction. A layer no image uses is
@@ -466,12 +448,13 @@ impl Index {
                 return Ok(Some(*digest));
             };
             let in_image: bool = tx.query_row(
-                "SELECT EXISTS(SELECT 1 FROM manifest_layers WHERE layer = ?1)",
+                "SELECT EXISTS(SELECT 1 FROM manifest_layers WHERE layer = ?1)
+                     OR EXISTS(SELECT 1 FROM registry_blobs WHERE layer = ?1)",
                 [id],
                 |r| r.get(0),
             )?;
             if in_image {
-                // Images still use it: it only stops being a root of its own.
+                // Images (or registry blobs) still use it: it only stops being a root of its own.
                 tx.execute("UPDATE layers SET pinned = 0 WHERE id = ?1", [id])?;
                 continue;
             }
@@ -486,6 +469,41 @@ impl Index {
         tx.commit()?;
         Ok(None)
     }
+}
+
+/// [`Index::commit_put`] inside a caller's transaction, pinning the layer
+/// or not; also returns the layer's row id.
+pub(super) fn commit_put_in(
+    tx: &rusqlite::Transaction<'_>,
+    packs: &[NewPack],
+    layer: &NewLayer,
+    pin: bool,
+) -> Result<(PutCommit, i64)> {
+    // Another writer committed the same layer, with every chunk, while
+    // this put was writing: its packs are pure duplicates. Record only
+    // the pin (and alias); the caller deletes the packs.
+    let duplicate = !packs.is_empty()
+        && layer_id(tx, &layer.digest)?.is_some()
+        && all_chunks_stored(tx, packs)?
+        && match &layer.alias {
+            Some(NewAlias {
+                blob: Some(NewBlob { frame: Some(_), .. }),
+                digest,
+                ..
+            }) => alias_is_exact(tx, digest)?,
+            _ => true,
+        };
+    let inserted = insert_put(tx, if duplicate { &[] } else { packs }, layer, pin)?;
+    let id = layer_id(tx, &layer.digest)?
+        .ok_or_else(|| Error::bug("layer row missing right after its insert"))?;
+    Ok((
+        PutCommit {
+            new_layer: inserted.new_layer,
+            new_chunks: inserted.new_chunks,
+            packs_dropped: duplicate,
+        },
+        id,
+    ))
 }
 
 /// The row id of layer `digest`, if stored.

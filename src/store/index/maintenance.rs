@@ -54,6 +54,9 @@ pub struct PackUsage {
 pub struct GcCollect {
     /// Layers nothing kept.
     pub layers_removed: u64,
+    /// Pushed registry blobs past their grace period that no manifest
+    /// refers to.
+    pub registry_blobs_removed: u64,
     /// Chunks no layer used.
     pub chunks_removed: u64,
     /// Their uncompressed bytes.
@@ -75,10 +78,14 @@ impl Index {
     /// gc, first phase, in one transaction: forgets layers nothing keeps,
     /// chunks no layer uses and frames nothing points to, then measures
     /// each pack's live bytes. With `dry_run` the transaction is rolled back.
-    pub fn gc_collect(&mut self, dry_run: bool) -> Result<GcCollect> {
+    ///
+    /// Registry blobs pushed before `registry_cutoff` (seconds since the
+    /// epoch) that no manifest refers to are forgotten first.
+    pub fn gc_collect(&mut self, dry_run: bool, registry_cutoff: i64) -> Result<GcCollect> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let registry_blobs_removed = super::registry::sweep_registry_blobs(&tx, registry_cutoff)?;
         let layers_before: u64 = tx.query_row("SELECT COUNT(*) FROM layers", [], |r| r.get(0))?;
         tx.execute_batch(CLEANUP_UNREFERENCED)?;
         let layers_after: u64 = tx.query_row("SELECT COUNT(*) FROM layers", [], |r| r.get(0))?;
@@ -128,6 +135,7 @@ impl Index {
         }
         Ok(GcCollect {
             layers_removed: layers_before - layers_after,
+            registry_blobs_removed,
             chunks_removed,
             chunk_bytes_removed,
             packs,

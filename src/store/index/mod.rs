@@ -24,12 +24,14 @@ mod containers;
 mod images;
 mod layers;
 mod maintenance;
+mod registry;
 mod schema;
 
 pub use containers::*;
 pub use images::*;
 pub use layers::*;
 pub use maintenance::*;
+pub use registry::*;
 pub(crate) use schema::SCHEMA_VERSION;
 use schema::*;
 
@@ -150,6 +152,7 @@ impl Index {
                 tx.execute_batch(MIGRATE_V2)?;
                 tx.execute_batch(MIGRATE_V3)?;
                 tx.execute_batch(MIGRATE_V4)?;
+                tx.execute_batch(MIGRATE_V5)?;
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
                 for (key, value) in initial_meta {
                     tx.execute(
@@ -168,17 +171,21 @@ impl Index {
                 tx.commit()?;
                 Ok(())
             }
-            (old @ (1..=3), true) => {
+            (old @ (1..=4), true) => {
                 // Apply the missing migrations in the same transaction that
                 // records the new version: version 1 had no containers,
-                // version 2 no pack intents, version 3 no exact blobs.
+                // version 2 no pack intents, version 3 no exact blobs,
+                // version 4 no registry.
                 if old < 2 {
                     tx.execute_batch(MIGRATE_V2)?;
                 }
                 if old < 3 {
                     tx.execute_batch(MIGRATE_V3)?;
                 }
-                tx.execute_batch(MIGRATE_V4)?;
+                if old < 4 {
+                    tx.execute_batch(MIGRATE_V4)?;
+                }
+                tx.execute_batch(MIGRATE_V5)?;
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
                 tx.commit()?;
                 Ok(())

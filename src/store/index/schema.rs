@@ -3,7 +3,7 @@
 //! refusal in `Index::open`) and an entry in docs/FORMAT.md.
 
 /// Index schema version written by this build.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -143,28 +143,72 @@ CREATE TABLE blob_chunks(
 CREATE INDEX blob_chunks_by_hash ON blob_chunks(hash);
 ";
 
+/// Schema version 5: the registry (`layerstore serve`). `registry_blobs`
+/// lists every blob pushed, by the sha256 digest `get_blob` answers with
+/// its bytes (a DiffID, or a compressed blob's alias), and the layer row
+/// holding them; a row keeps its layer alive until the blob is deleted or
+/// gc finds it older than the grace period and unreferenced.
+/// `registry_digests` names the same bytes by another algorithm (sha512).
+/// `registry_manifests` says which repository holds which manifest (a
+/// root for gc, like an image name), with the manifest's `subject` and
+/// artifact type for the referrers API; `registry_refs` lists the blobs
+/// and child manifests each one refers to.
+pub(super) const MIGRATE_V5: &str = "
+CREATE TABLE registry_blobs(
+    digest TEXT PRIMARY KEY,
+    layer INTEGER NOT NULL REFERENCES layers(id),
+    size INTEGER NOT NULL,
+    created INTEGER NOT NULL
+);
+CREATE INDEX registry_blobs_by_layer ON registry_blobs(layer);
+CREATE TABLE registry_digests(
+    digest TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL
+);
+CREATE TABLE registry_manifests(
+    repo TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    subject TEXT,
+    artifact_type TEXT,
+    created INTEGER NOT NULL,
+    PRIMARY KEY(repo, digest)
+) WITHOUT ROWID;
+CREATE INDEX registry_manifests_by_digest ON registry_manifests(digest);
+CREATE INDEX registry_manifests_by_subject ON registry_manifests(subject);
+CREATE TABLE registry_refs(
+    manifest TEXT NOT NULL,
+    blob TEXT NOT NULL,
+    PRIMARY KEY(manifest, blob)
+) WITHOUT ROWID;
+CREATE INDEX registry_refs_by_blob ON registry_refs(blob);
+";
+
 /// Deletes what no image name or container reaches any more: manifests, index entries,
 /// verbatim blobs, and layers that are neither pinned nor in a manifest.
 /// Chunks stay (gc reclaims them).
 pub(super) const CLEANUP_UNREFERENCED: &str = "
 WITH RECURSIVE live(d) AS (
     SELECT target FROM images UNION SELECT manifest FROM containers
+    UNION SELECT digest FROM registry_manifests
     UNION SELECT c.child FROM index_children c JOIN live ON c.parent = live.d)
 DELETE FROM manifests WHERE digest NOT IN (SELECT d FROM live);
 DELETE FROM manifest_layers WHERE manifest NOT IN (SELECT digest FROM manifests);
 WITH RECURSIVE live(d) AS (
     SELECT target FROM images UNION SELECT manifest FROM containers
+    UNION SELECT digest FROM registry_manifests
     UNION SELECT c.child FROM index_children c JOIN live ON c.parent = live.d)
 DELETE FROM index_children WHERE parent NOT IN (SELECT d FROM live);
 WITH RECURSIVE live(d) AS (
     SELECT target FROM images UNION SELECT manifest FROM containers
+    UNION SELECT digest FROM registry_manifests
     UNION SELECT c.child FROM index_children c JOIN live ON c.parent = live.d)
 DELETE FROM blobs WHERE digest NOT IN (SELECT d FROM live)
     AND digest NOT IN (SELECT config FROM manifests);
 CREATE TEMP TABLE IF NOT EXISTS dead_layers(id INTEGER PRIMARY KEY);
 DELETE FROM temp.dead_layers;
 INSERT INTO temp.dead_layers SELECT id FROM layers
-    WHERE pinned = 0 AND id NOT IN (SELECT layer FROM manifest_layers);
+    WHERE pinned = 0 AND id NOT IN (SELECT layer FROM manifest_layers)
+        AND id NOT IN (SELECT layer FROM registry_blobs);
 DELETE FROM aliases WHERE layer IN (SELECT id FROM temp.dead_layers);
 DELETE FROM blob_chunks WHERE alias NOT IN (SELECT digest FROM aliases);
 DELETE FROM layer_chunks WHERE layer IN (SELECT id FROM temp.dead_layers);

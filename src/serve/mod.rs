@@ -1,0 +1,153 @@
+//! `layerstore serve`: the store as an OCI distribution (v1.1) registry
+//! over HTTP/1.1 (tokio + hyper). Repositories and tags are the store's
+//! image names (`REPO:TAG`); blobs are one registry-wide namespace; every
+//! layer blob pushed is deduplicated through the put path and comes back
+//! byte for byte. Guarantees: a blob is stored only after its digest was
+//! checked; a manifest only when everything it refers to is stored (one
+//! transaction); upload sessions are files under the store and survive
+//! restarts; the server listens where it is told (tests use 127.0.0.1).
+
+mod http;
+mod registry;
+mod uploads;
+
+pub use registry::{BlobPut, FoundBlob, ManifestPut, valid_digest};
+pub use uploads::UPLOAD_MAX_AGE;
+
+/// A pushed blob no manifest refers to is kept this long (clients push
+/// blobs first, then the manifest that uses them).
+pub const REGISTRY_BLOB_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+
+use crate::error::{Error, Result};
+use crate::store::Store;
+use http::App;
+use uploads::Uploads;
+
+/// Settings of [`Store::serve`].
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Address to listen on (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Largest blob accepted, in bytes.
+    pub max_blob_size: u64,
+    /// A request whose headers or body stall this long is dropped.
+    pub idle_timeout: Duration,
+    /// Stop by itself after this long (tests use it as a safety net).
+    pub max_lifetime: Option<Duration>,
+    /// No access log on stderr.
+    pub quiet: bool,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            max_blob_size: 64 << 30,
+            idle_timeout: Duration::from_secs(60),
+            max_lifetime: None,
+            quiet: false,
+        }
+    }
+}
+
+impl Store {
+    /// Serves the registry until SIGTERM or SIGINT (then finishes the
+    /// requests in flight, for at most 30 s) or `max_lifetime`. Calls
+    /// `ready` with the bound address once it accepts connections.
+    pub fn serve(&self, opts: &ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<()> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .max_blocking_threads(64)
+            .build()
+            .map_err(|e| Error::io("starting the server runtime", e))?;
+        let app = Arc::new(App {
+            store: self.clone(),
+            uploads: Uploads::open(self.path())?,
+            opts: opts.clone(),
+            busy: Mutex::new(HashSet::new()),
+            requests: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+        });
+        runtime.block_on(run(app, ready))
+    }
+}
+
+async fn run(app: Arc<App>, ready: impl FnOnce(SocketAddr)) -> Result<()> {
+    let listen = app.opts.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Error::io(format!("listening on {listen}"), e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::io("reading the listening address", e))?;
+    ready(bound);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let lifetime = app
+        .opts
+        .max_lifetime
+        .unwrap_or(Duration::from_secs(u64::MAX / 4));
+    let stop = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| Error::io("installing the SIGTERM handler", e))?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+            _ = tokio::time::sleep(lifetime) => {}
+        }
+        Ok::<(), Error>(())
+    };
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(a) => a,
+                    // Out of file descriptors and the like: keep serving.
+                    Err(e) => {
+                        eprintln!("layerstore serve: accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let app = app.clone();
+                let service = service_fn(move |req| http::handle(app.clone(), req));
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(app_header_timeout())
+                    .serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            stopped = &mut stop => {
+                stopped?;
+                break;
+            }
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(30)) => {
+            eprintln!("layerstore serve: requests still running after 30 s; stopping anyway");
+        }
+    }
+    Ok(())
+}
+
+/// Headers must arrive within this (slow-loris clients are dropped).
+fn app_header_timeout() -> Duration {
+    Duration::from_secs(20)
+}
