@@ -7,6 +7,7 @@
 //! transaction); upload sessions are files under the store and survive
 //! restarts; the server listens where it is told (tests use 127.0.0.1).
 
+mod access;
 mod http;
 mod registry;
 mod uploads;
@@ -20,6 +21,7 @@ pub const REGISTRY_BLOB_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,6 +48,14 @@ pub struct ServeOptions {
     pub max_lifetime: Option<Duration>,
     /// No access log on stderr.
     pub quiet: bool,
+    /// htpasswd file (bcrypt entries): turns on HTTP Basic auth.
+    pub htpasswd: Option<PathBuf>,
+    /// With auth on, let anyone read (GET and HEAD).
+    pub anonymous_read: bool,
+    /// Refuse every write.
+    pub read_only: bool,
+    /// PEM certificate chain and private key: serve HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for ServeOptions {
@@ -56,6 +66,10 @@ impl Default for ServeOptions {
             idle_timeout: Duration::from_secs(60),
             max_lifetime: None,
             quiet: false,
+            htpasswd: None,
+            anonymous_read: false,
+            read_only: false,
+            tls: None,
         }
     }
 }
@@ -75,15 +89,28 @@ impl Store {
             uploads: Uploads::open(self.path())?,
             opts: opts.clone(),
             busy: Mutex::new(HashSet::new()),
+            htpasswd: match &opts.htpasswd {
+                Some(path) => Some(Arc::new(access::Htpasswd::load(path)?)),
+                None => None,
+            },
             requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
         });
-        runtime.block_on(run(app, ready))
+        let tls = match &opts.tls {
+            Some((cert, key)) => Some(tokio_rustls::TlsAcceptor::from(access::tls_config(cert, key)?)),
+            None => None,
+        };
+        runtime.block_on(run(app, tls, ready))
     }
 }
 
-async fn run(app: Arc<App>, ready: impl FnOnce(SocketAddr)) -> Result<()> {
+async fn run(
+    app: Arc<App>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<()> {
     let listen = app.opts.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -120,16 +147,24 @@ async fn run(app: Arc<App>, ready: impl FnOnce(SocketAddr)) -> Result<()> {
                         continue;
                     }
                 };
-                let app = app.clone();
-                let service = service_fn(move |req| http::handle(app.clone(), req));
-                let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(app_header_timeout())
-                    .serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
+                let (app, watcher) = (app.clone(), graceful.watcher());
+                match &tls {
+                    None => {
+                        tokio::spawn(serve_io(app, stream, watcher));
+                    }
+                    Some(acceptor) => {
+                        let acceptor = acceptor.clone();
+                        tokio::spawn(async move {
+                            let handshake = tokio::time::timeout(
+                                app_header_timeout(),
+                                acceptor.accept(stream),
+                            );
+                            if let Ok(Ok(stream)) = handshake.await {
+                                serve_io(app, stream, watcher).await;
+                            }
+                        });
+                    }
+                }
             }
             stopped = &mut stop => {
                 stopped?;
@@ -145,6 +180,20 @@ async fn run(app: Arc<App>, ready: impl FnOnce(SocketAddr)) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Serves one HTTP/1.1 connection over `io` until it closes or the
+/// server shuts down.
+async fn serve_io<I>(app: Arc<App>, io: I, watcher: hyper_util::server::graceful::Watcher)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| http::handle(app.clone(), req));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(app_header_timeout())
+        .serve_connection(TokioIo::new(io), service);
+    let _ = watcher.watch(conn).await;
 }
 
 /// Headers must arrive within this (slow-loris clients are dropped).

@@ -136,25 +136,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Serve the store as an OCI distribution registry (HTTP/1.1).
-    Serve {
-        /// Address to listen on (port 0 picks a free port; the first line
-        /// on stdout says which).
-        #[arg(long, default_value = "127.0.0.1:5000", value_name = "ADDR")]
-        listen: std::net::SocketAddr,
-        /// Largest blob accepted (e.g. 10G).
-        #[arg(long, value_name = "SIZE", value_parser = output::parse_size, default_value = "64G")]
-        max_blob_size: u64,
-        /// Drop requests whose body stalls this many seconds.
-        #[arg(long, default_value_t = 60, value_name = "SECS")]
-        idle_timeout: u64,
-        /// Stop by itself after this many seconds.
-        #[arg(long, value_name = "SECS")]
-        max_lifetime: Option<u64>,
-        /// No access log on stderr.
-        #[arg(long)]
-        quiet: bool,
-    },
+    /// Serve the store as an OCI distribution registry (HTTP/1.1, or HTTPS
+    /// with --tls-cert/--tls-key).
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -273,21 +257,6 @@ fn run(cli: Cli) -> Result<()> {
             },
             json,
         ),
-        Command::Serve {
-            listen,
-            max_blob_size,
-            idle_timeout,
-            max_lifetime,
-            quiet,
-        } => serve::serve(
-            &store,
-            &layerstore::ServeOptions {
-                listen,
-                max_blob_size,
-                idle_timeout: std::time::Duration::from_secs(idle_timeout),
-                max_lifetime: max_lifetime.map(std::time::Duration::from_secs),
-                quiet,
-            },
-        ),
+        Command::Serve(args) => serve::serve(&store, args),
     }
 }
