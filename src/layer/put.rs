@@ -224,16 +224,8 @@ pub(crate) fn prepare_put<R: Read + Send>(
 
     std::thread::scope(|scope| {
         let reader_name = name.clone();
-        let reader = scope.spawn(move || {
-            read_input(
-                input,
-                &reader_name,
-                opts,
-                spool_file,
-                data_tx,
-                free_rx,
-            )
-        });
+        let reader = scope
+            .spawn(move || read_input(input, &reader_name, opts, spool_file, data_tx, free_rx));
         let source = ChannelReader {
             rx: data_rx,
             current: Vec::new(),

@@ -95,19 +95,36 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<tokio_rustls::rustls::S
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<std::result::Result<Vec<_>, _>>())
-        .map_err(|e| Error::invalid(cert.display().to_string(), format!("not a PEM certificate chain: {e}")))?;
+        .map_err(|e| {
+            Error::invalid(
+                cert.display().to_string(),
+                format!("not a PEM certificate chain: {e}"),
+            )
+        })?;
     if certs.is_empty() {
-        return Err(Error::invalid(cert.display().to_string(), "no certificate in the file"));
+        return Err(Error::invalid(
+            cert.display().to_string(),
+            "no certificate in the file",
+        ));
     }
-    let key_der = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| Error::invalid(key.display().to_string(), format!("not a PEM private key: {e}")))?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        Error::invalid(
+            key.display().to_string(),
+            format!("not a PEM private key: {e}"),
+        )
+    })?;
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::invalid("TLS", e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key_der)
-        .map_err(|e| Error::invalid(cert.display().to_string(), format!("certificate and key do not fit: {e}")))?;
+        .map_err(|e| {
+            Error::invalid(
+                cert.display().to_string(),
+                format!("certificate and key do not fit: {e}"),
+            )
+        })?;
     let mut config = config;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))

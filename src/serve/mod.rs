@@ -99,7 +99,9 @@ impl Store {
             bytes_in: AtomicU64::new(0),
         });
         let tls = match &opts.tls {
-            Some((cert, key)) => Some(tokio_rustls::TlsAcceptor::from(access::tls_config(cert, key)?)),
+            Some((cert, key)) => Some(tokio_rustls::TlsAcceptor::from(access::tls_config(
+                cert, key,
+            )?)),
             None => None,
         };
         runtime.block_on(run(app, tls, ready))
