@@ -37,11 +37,9 @@ pub use layer::put::{LayerInfo, PutOptions};
 pub use layer::{BlobMethodStats, GetInfo, LayerSummary, StoreStats};
 pub use maintenance::{GcOptions, GcReport, Problem, VerifyOptions, VerifyReport};
 pub use rootfs::CheckoutReport;
-pub use serve::{
-    BlobPut, FoundBlob, ManifestPut, REGISTRY_BLOB_GRACE, ServeOptions, UPLOAD_MAX_AGE,
-    valid_digest,
-};
+pub use serve::{BlobPut, FoundBlob, ManifestPut, ServeOptions, valid_digest};
 pub use store::chunker::ChunkParams;
 pub use store::digest::{ChunkId, Digest};
+pub use store::uploads::{REGISTRY_BLOB_GRACE, UPLOAD_MAX_AGE};
 pub use store::{FORMAT_VERSION, LockWaitNotice, ProgressNotice, Store, StoreConfig};
 pub use util::clock::rfc3339;

@@ -49,8 +49,8 @@ impl Default for GcOptions {
         GcOptions {
             dry_run: false,
             rewrite_below: 0.5,
-            registry_grace: crate::serve::REGISTRY_BLOB_GRACE,
-            upload_max_age: crate::serve::UPLOAD_MAX_AGE,
+            registry_grace: crate::store::uploads::REGISTRY_BLOB_GRACE,
+            upload_max_age: crate::store::uploads::UPLOAD_MAX_AGE,
         }
     }
 }

@@ -24,10 +24,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::ServeOptions;
+use super::cache::BlobCache;
 use super::registry::{BlobPut, FoundBlob, MAX_MANIFEST_SIZE, ManifestPut, valid_digest};
-use super::uploads::Uploads;
 use crate::error::Error;
 use crate::store::Store;
+use crate::store::uploads::Uploads;
 
 /// Response body: a whole buffer or a stream.
 pub(super) type ResBody = BoxBody<Bytes, io::Error>;
@@ -41,6 +42,7 @@ const STREAM_QUEUE: usize = 4;
 pub(super) struct App {
     pub store: Store,
     pub uploads: Uploads,
+    pub cache: BlobCache,
     pub opts: ServeOptions,
     /// Upload sessions a request is writing to right now.
     pub busy: Mutex<HashSet<String>>,
@@ -350,7 +352,10 @@ async fn metrics(app: &Arc<App>) -> Response<ResBody> {
                 })
                 .unwrap_or((0, 0))
         };
-        let (uploads, _) = count(&store.path().join(super::uploads::UPLOADS_DIR), ".data");
+        let (uploads, _) = count(
+            &store.path().join(crate::store::uploads::UPLOADS_DIR),
+            ".data",
+        );
         let (_, packs) = count(&store.path().join("packs"), ".pack");
         (uploads, packs)
     })
@@ -500,6 +505,9 @@ struct ChannelWriter {
     buf: Vec<u8>,
     skip: u64,
     take: u64,
+    /// A range: stop the store's work once it is sent. (A whole blob is
+    /// written to the end, so the rebuild checks its sha256.)
+    partial: bool,
 }
 
 impl ChannelWriter {
@@ -526,10 +534,14 @@ impl Write for ChannelWriter {
         let keep = (self.take as usize).min(data.len());
         self.buf.extend_from_slice(&data[..keep]);
         self.take -= keep as u64;
-        if self.buf.len() >= STREAM_FRAME || self.take == 0 {
+        // The last bytes of a whole blob wait until the store says the
+        // blob checked out (its sha256 is verified at the end): on a
+        // failure the client gets a short body, never a wrong one.
+        let last = self.take == 0;
+        if (self.buf.len() >= STREAM_FRAME && !last) || (last && self.partial) {
             self.send()?;
         }
-        if self.take == 0 && self.skip == 0 {
+        if self.partial && self.take == 0 && self.skip == 0 {
             // The range is complete: stop the store's work here.
             return Err(io::Error::new(io::ErrorKind::WriteZero, "range complete"));
         }
@@ -567,26 +579,60 @@ impl Body for ChannelBody {
 fn stream_blob(app: &Arc<App>, blob: FoundBlob, start: u64, len: u64) -> ResBody {
     let (tx, rx) = mpsc::channel(STREAM_QUEUE);
     let store = app.store.clone();
+    let cache = app.cache.clone();
     tokio::task::spawn_blocking(move || {
         let mut w = ChannelWriter {
             tx: tx.clone(),
             buf: Vec::with_capacity(STREAM_FRAME),
             skip: start,
             take: len,
+            partial: start > 0 || len < blob.size,
         };
-        let result = store.registry_write_blob(&blob, &mut w);
-        let _ = w.send();
-        if w.take > 0 {
-            // Cut short: the client sees a body shorter than its length.
-            let reason = match result {
-                Err(e) => e.to_string(),
-                Ok(()) => "the blob ended early".to_string(),
-            };
-            eprintln!("layerstore serve: blob {}: {reason}", blob.digest);
-            let _ = tx.blocking_send(Err(io::Error::other(reason)));
+        let result = write_blob(&store, &cache, &blob, &mut w);
+        let short = w.take > 0;
+        match result {
+            // A range stops the store early on purpose.
+            Err(_) if w.partial && !short => {
+                let _ = w.send();
+            }
+            Ok(()) if !short => {
+                let _ = w.send();
+            }
+            outcome => {
+                // Cut short: the client sees a body shorter than its length.
+                let reason = match outcome {
+                    Err(e) => e.to_string(),
+                    Ok(()) => "the blob ended early".to_string(),
+                };
+                eprintln!("layerstore serve: blob {}: {reason}", blob.digest);
+                let _ = tx.blocking_send(Err(io::Error::other(reason)));
+            }
         }
     });
     ChannelBody { rx, len }.boxed()
+}
+
+/// Writes a blob from the cache, or from the store (filling the cache
+/// when the blob is rebuilt and wanted whole).
+fn write_blob(
+    store: &Store,
+    cache: &BlobCache,
+    blob: &FoundBlob,
+    w: &mut ChannelWriter,
+) -> crate::error::Result<()> {
+    if !blob.rebuilt || !cache.wants(blob.size) {
+        return store.registry_write_blob(blob, w);
+    }
+    if cache.serve(&blob.digest, blob.size, w)? {
+        return Ok(());
+    }
+    if w.partial {
+        return store.registry_write_blob(blob, w);
+    }
+    let mut filling = cache.fill(&blob.digest, w);
+    let result = store.registry_write_blob(blob, &mut filling);
+    cache.finish(&blob.digest, filling, result.is_ok());
+    result
 }
 
 async fn find_blob(app: &Arc<App>, d: &str) -> std::result::Result<FoundBlob, Refusal> {

@@ -8,16 +8,11 @@
 //! restarts; the server listens where it is told (tests use 127.0.0.1).
 
 mod access;
+mod cache;
 mod http;
 mod registry;
-mod uploads;
 
 pub use registry::{BlobPut, FoundBlob, ManifestPut, valid_digest};
-pub use uploads::UPLOAD_MAX_AGE;
-
-/// A pushed blob no manifest refers to is kept this long (clients push
-/// blobs first, then the manifest that uses them).
-pub const REGISTRY_BLOB_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -32,8 +27,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::error::{Error, Result};
 use crate::store::Store;
+use crate::store::uploads::Uploads;
 use http::App;
-use uploads::Uploads;
 
 /// Settings of [`Store::serve`].
 #[derive(Clone, Debug)]
@@ -48,6 +43,8 @@ pub struct ServeOptions {
     pub max_lifetime: Option<Duration>,
     /// No access log on stderr.
     pub quiet: bool,
+    /// Bytes of rebuilt compressed blobs kept for the next pull (0: none).
+    pub blob_cache: u64,
     /// htpasswd file (bcrypt entries): turns on HTTP Basic auth.
     pub htpasswd: Option<PathBuf>,
     /// With auth on, let anyone read (GET and HEAD).
@@ -66,6 +63,7 @@ impl Default for ServeOptions {
             idle_timeout: Duration::from_secs(60),
             max_lifetime: None,
             quiet: false,
+            blob_cache: 2 << 30,
             htpasswd: None,
             anonymous_read: false,
             read_only: false,
@@ -87,6 +85,7 @@ impl Store {
         let app = Arc::new(App {
             store: self.clone(),
             uploads: Uploads::open(self.path())?,
+            cache: cache::BlobCache::new(self.path(), opts.blob_cache),
             opts: opts.clone(),
             busy: Mutex::new(HashSet::new()),
             htpasswd: match &opts.htpasswd {

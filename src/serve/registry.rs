@@ -31,6 +31,9 @@ pub struct FoundBlob {
     pub digest: Digest,
     /// Its size.
     pub size: u64,
+    /// Rebuilt (preflate, libzstd) rather than read as stored: worth
+    /// caching.
+    pub rebuilt: bool,
     place: BlobPlace,
 }
 
@@ -151,13 +154,19 @@ impl Store {
         let Some(digest) = index.registry_sha256(name)? else {
             return Ok(None);
         };
-        Ok(index
-            .registry_blob(&digest)?
-            .map(|(size, place)| FoundBlob {
-                digest,
-                size,
-                place,
-            }))
+        let Some((size, place)) = index.registry_blob(&digest)? else {
+            return Ok(None);
+        };
+        let rebuilt = place == BlobPlace::Alias
+            && index
+                .alias(&digest)?
+                .is_some_and(|a| a.method.as_deref().is_some_and(|m| m != "verbatim"));
+        Ok(Some(FoundBlob {
+            digest,
+            size,
+            rebuilt,
+            place,
+        }))
     }
 
     /// Writes the bytes of `blob` to `out`; they hash to its digest.

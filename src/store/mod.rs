@@ -27,6 +27,7 @@ pub(crate) mod packs;
 pub(crate) mod recipe;
 pub(crate) mod split;
 pub(crate) mod tarscan;
+pub(crate) mod uploads;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -36,6 +36,10 @@ pub(crate) struct ServeArgs {
     /// Largest blob accepted (e.g. 10G).
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "64G")]
     max_blob_size: u64,
+    /// Keep up to this many bytes of rebuilt compressed blobs (preflate,
+    /// libzstd) for the next pull, in STORE/cache/blobs (0: none).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "2G")]
+    blob_cache: u64,
     /// Drop requests whose body stalls this many seconds.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     idle_timeout: u64,
@@ -57,6 +61,7 @@ pub(crate) fn serve(store: &Store, args: ServeArgs) -> Result<()> {
         idle_timeout: Duration::from_secs(args.idle_timeout),
         max_lifetime: args.max_lifetime.map(Duration::from_secs),
         quiet: args.quiet,
+        blob_cache: args.blob_cache,
         htpasswd: args.htpasswd,
         anonymous_read: args.anonymous_read,
         read_only: args.read_only,

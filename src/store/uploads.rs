@@ -1,4 +1,5 @@
-//! Upload sessions on disk: `STORE/uploads/<id>.data` holds the bytes
+//! Registry upload sessions on disk (here in the core because gc, below
+//! the registry, removes stale ones): `STORE/uploads/<id>.data` holds the bytes
 //! received so far (fsynced after every request, so the length a client
 //! is told survives a crash), `<id>.repo` the repository it belongs to.
 //! A session outlives a server restart; gc removes sessions untouched for
@@ -18,6 +19,10 @@ pub const UPLOADS_DIR: &str = "uploads";
 
 /// Sessions untouched for this long are removed by gc.
 pub const UPLOAD_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A pushed blob no manifest refers to is kept this long (clients push
+/// blobs first, then the manifest that uses them).
+pub const REGISTRY_BLOB_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 /// The upload sessions of one store.
 #[derive(Clone, Debug)]
