@@ -320,7 +320,7 @@ impl Index {
 /// blobs were forgotten.
 pub(super) fn sweep_registry_blobs(tx: &rusqlite::Transaction<'_>, cutoff: i64) -> Result<u64> {
     let n = tx.execute(
-        "DELETE FROM registry_blobs WHERE created < ?1
+        "DELETE FROM registry_blobs WHERE created <= ?1
              AND digest NOT IN (SELECT blob FROM registry_refs)",
         [cutoff],
     )?;
