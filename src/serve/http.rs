@@ -257,6 +257,7 @@ pub(super) async fn handle(
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let body_method = matches!(method, Method::PUT | Method::POST | Method::PATCH);
     app.requests.fetch_add(1, Ordering::Relaxed);
     let mut resp = match admit(&app, req).await {
         Ok(req) => match dispatch(&app, req).await {
@@ -269,6 +270,11 @@ pub(super) async fn handle(
         app.failures.fetch_add(1, Ordering::Relaxed);
     }
     set(&mut resp, "docker-distribution-api-version", "registry/2.0");
+    // A refusal may leave the request body unread: close the connection
+    // rather than let the client send its next request into it.
+    if body_method && (resp.status().is_client_error() || resp.status().is_server_error()) {
+        set(&mut resp, "connection", "close");
+    }
     let out = resp.body().size_hint().exact().unwrap_or(0);
     if method != Method::HEAD {
         app.bytes_out.fetch_add(out, Ordering::Relaxed);
@@ -397,7 +403,7 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>) -> Reply {
     let Some(route) = route(&path) else {
         return Err(refuse(
             StatusCode::NOT_FOUND,
-            "NOT_FOUND",
+            "UNSUPPORTED",
             format!("no endpoint {path}"),
         ));
     };
@@ -974,7 +980,7 @@ fn check_reference(reference: &str) -> std::result::Result<(), Refusal> {
     } else {
         Err(refuse(
             StatusCode::BAD_REQUEST,
-            "TAG_INVALID",
+            "MANIFEST_INVALID",
             format!("invalid tag {reference:?}"),
         ))
     }
@@ -1125,7 +1131,7 @@ async fn list_tags(app: &Arc<App>, repo: &str, query: Option<&str>) -> Reply {
         Some(n) => Some(n.parse::<usize>().map_err(|_| {
             refuse(
                 StatusCode::BAD_REQUEST,
-                "PAGINATION_NUMBER_INVALID",
+                "UNSUPPORTED",
                 format!("invalid n={n:?}"),
             )
         })?),

@@ -495,8 +495,8 @@ impl Store {
         let index = self.index()?;
         let digest = if reference.contains(':') {
             match index.registry_sha256(reference)? {
-                Some(d) => d,
-                None => return Ok(None),
+                Some(d) if index.registry_repo_has_manifest(repo, &d)? => d,
+                _ => return Ok(None),
             }
         } else {
             match index.image_target(&format!("{repo}:{reference}"))? {

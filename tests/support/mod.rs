@@ -30,6 +30,7 @@ mod cli;
 mod compress;
 mod images;
 mod packs;
+mod registry;
 mod reliability;
 mod rng;
 mod roundtrip;
@@ -38,6 +39,8 @@ mod tars;
 mod tools;
 
 // Each binary uses only some of these; the rest is unused there.
+#[allow(unused_imports)]
+pub use registry::*;
 #[allow(unused_imports)]
 pub use {
     bytes::*, cli::*, compress::*, images::*, packs::*, reliability::*, rng::*, roundtrip::*,

@@ -242,6 +242,21 @@ impl Index {
         Ok(held || !self.registry_tags(repo)?.is_empty())
     }
 
+    /// Whether repository `repo` holds manifest `digest`: pushed there, or
+    /// reached from one of its tags (an imported image, an index's child).
+    pub fn registry_repo_has_manifest(&self, repo: &str, digest: &Digest) -> Result<bool> {
+        let prefix = format!("{repo}:");
+        Ok(self.conn.query_row(
+            "WITH RECURSIVE reach(d) AS (
+                 SELECT target FROM images WHERE substr(name, 1, ?2) = ?3
+                 UNION SELECT digest FROM registry_manifests WHERE repo = ?1
+                 UNION SELECT c.child FROM index_children c JOIN reach ON c.parent = reach.d)
+             SELECT EXISTS(SELECT 1 FROM reach WHERE d = ?4)",
+            params![repo, prefix.len() as i64, &prefix, digest.to_string()],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Removes tag `tag` of `repo`; false when there was none. What it
     /// pointed at stays (by digest) until it is deleted.
     pub fn delete_registry_tag(&mut self, repo: &str, tag: &str) -> Result<bool> {
