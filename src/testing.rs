@@ -141,6 +141,32 @@ pub fn put_get(store: &crate::Store, data: &[u8]) {
     }
 }
 
+/// The registry's request parsing and manifest push on a scratch store.
+/// The first line is a request target (`PATH[?QUERY]`) and the second a
+/// `Range` header, both parsed as the server parses them; the rest is
+/// pushed as a manifest to repository `fuzz` under tag `t`. A manifest
+/// that is accepted comes back byte for byte, by tag and by digest.
+pub fn registry(store: &crate::Store, data: &[u8]) {
+    let mut parts = data.splitn(3, |&b| b == b'\n');
+    let target = String::from_utf8_lossy(parts.next().unwrap_or_default());
+    let range = String::from_utf8_lossy(parts.next().unwrap_or_default());
+    crate::serve::fuzz_parsers(&target, &range);
+    let manifest = parts.next().unwrap_or_default();
+    match store.registry_put_manifest("fuzz", "t", None, manifest) {
+        Ok(crate::ManifestPut::Stored { digest, .. }) => {
+            for reference in ["t".to_string(), digest.to_string()] {
+                let (_, _, bytes) = store
+                    .registry_manifest("fuzz", &reference)
+                    .expect("reading a stored manifest")
+                    .expect("a stored manifest is found");
+                assert!(bytes == manifest, "manifest came back different");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
+
 /// A one-file layer tar (`a.txt` holding `abc`), for doc examples.
 pub fn tiny_layer() -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());

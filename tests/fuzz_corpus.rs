@@ -73,3 +73,12 @@ fn put_get_corpus() {
 fn blob_description_corpus() {
     replay("blob_description", layerstore::testing::blob_description);
 }
+
+#[test]
+fn registry_corpus() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = layerstore::Store::open(dir.path().join("store")).expect("scratch store");
+    replay("registry", |data| {
+        layerstore::testing::registry(&store, data)
+    });
+}

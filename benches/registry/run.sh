@@ -106,7 +106,7 @@ check_same() { # check_same DIR
   done
 }
 
-declare -A PUSH COLD WARM DISK
+declare -A PUSH COLD WARM DISK RSS
 for reg in layerstore peer; do
   PORT=$(free_port)
   "start_$reg"; wait_up
@@ -130,18 +130,28 @@ for reg in layerstore peer; do
   check_same "$W/pull-$reg"
   t0=$(now); pull_all "$W/pull-$reg"; WARM[$reg]=$(echo "$(now) - $t0" | bc)
   check_same "$W/pull-$reg"
+  # 8 clients at once: 4 pulling, 4 pushing the images to new names.
+  for k in 1 2 3 4; do
+    pull_all "$W/par-$reg-$k" &
+    (for i in $IMAGES; do
+      skopeo copy -q --dest-tls-verify=false "oci:$W/layouts/$i:v1" "docker://127.0.0.1:$PORT/par$k/$i:v1"
+    done) &
+  done
+  wait $(jobs -p | grep -v "^$PID$") 2>/dev/null || true
+  for k in 1 2 3 4; do check_same "$W/par-$reg-$k"; done
+  RSS[$reg]=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")
   stop
 done
 
 mb() { echo "scale=1; $1 / 1000000" | bc; }
 ratio() { echo "scale=2; $1 / $2" | bc; }
 {
-  echo "| registry | disk | push (s) | cold pull (s) | warm pull (s) |"
-  echo "|---|---:|---:|---:|---:|"
+  echo "| registry | disk | push (s) | cold pull (s) | warm pull (s) | peak RSS, 8 clients |"
+  echo "|---|---:|---:|---:|---:|---:|"
   for reg in layerstore peer; do
-    echo "| $reg | $(mb "${DISK[$reg]}") MB | ${PUSH[$reg]} | ${COLD[$reg]} | ${WARM[$reg]} |"
+    echo "| $reg | $(mb "${DISK[$reg]}") MB | $(printf %.2f "${PUSH[$reg]}") | $(printf %.2f "${COLD[$reg]}") | $(printf %.2f "${WARM[$reg]}") | $(( ${RSS[$reg]} / 1024 )) MiB |"
   done
-  echo "| layerstore / peer | $(ratio "${DISK[layerstore]}" "${DISK[peer]}") | $(ratio "${PUSH[layerstore]}" "${PUSH[peer]}") | $(ratio "${COLD[layerstore]}" "${COLD[peer]}") | $(ratio "${WARM[layerstore]}" "${WARM[peer]}") |"
+  echo "| layerstore / peer | $(ratio "${DISK[layerstore]}" "${DISK[peer]}") | $(ratio "${PUSH[layerstore]}" "${PUSH[peer]}") | $(ratio "${COLD[layerstore]}" "${COLD[peer]}") | $(ratio "${WARM[layerstore]}" "${WARM[peer]}") | $(ratio "${RSS[layerstore]}" "${RSS[peer]}") |"
   echo
   echo "Images: $(echo $IMAGES) ($(mb "$INPUT") MB of distinct blobs pushed, gzip -6 layers);"
   echo "peer: $(docker-registry --version 2>/dev/null | head -1); $(date -u +%Y-%m-%d), load $(cut -d' ' -f1 /proc/loadavg)."

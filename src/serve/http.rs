@@ -1172,3 +1172,35 @@ async fn referrers(app: &Arc<App>, repo: &str, d: &str, query: Option<&str>) -> 
     }
     Ok(resp)
 }
+
+/// Routes a request target, checks its names, decodes its query and
+/// parses a `Range` header against a few sizes: what the fuzz target
+/// drives. Ranges accepted always lie inside the blob.
+pub(super) fn fuzz_parsers(target: &str, range: &str) {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if let Some(r) = route(path) {
+        match r {
+            Route::Ping => {}
+            Route::Tags(repo) | Route::StartUpload(repo) => {
+                let _ = valid_repo(repo);
+            }
+            Route::Manifest(repo, x)
+            | Route::Referrers(repo, x)
+            | Route::Blob(repo, x)
+            | Route::Upload(repo, x) => {
+                let _ = (valid_repo(repo), valid_tag(x), valid_digest(x));
+            }
+        }
+    }
+    for key in ["digest", "mount", "from", "n", "last", "artifactType"] {
+        let _ = query_param(Some(query), key);
+    }
+    for size in [0u64, 1, 2048, u64::MAX] {
+        if let Ok((start, end)) = parse_range(range, size) {
+            assert!(
+                start <= end && end < size,
+                "range {range:?} outside a blob of {size}"
+            );
+        }
+    }
+}

@@ -183,6 +183,11 @@ async fn run(
     Ok(())
 }
 
+/// Runs the request parsers on fuzz input (`testing::registry`).
+pub(crate) fn fuzz_parsers(target: &str, range: &str) {
+    http::fuzz_parsers(target, range);
+}
+
 /// Serves one HTTP/1.1 connection over `io` until it closes or the
 /// server shuts down.
 async fn serve_io<I>(app: Arc<App>, io: I, watcher: hyper_util::server::graceful::Watcher)
