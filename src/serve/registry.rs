@@ -504,14 +504,11 @@ impl Store {
                 None => return Ok(None),
             }
         };
-        let Some((media_type, bytes)) = index.blob(&digest)? else {
-            return Ok(None);
-        };
-        match oci::blob_kind(&media_type) {
-            BlobKind::Manifest | BlobKind::Index => Ok(Some((digest, media_type, bytes))),
-            _ if !reference.contains(':') => Ok(Some((digest, media_type, bytes))),
-            _ => Ok(None),
-        }
+        // A tag's target, or a digest the repository holds: a manifest of
+        // whatever media type it was pushed with, never a config.
+        Ok(index
+            .blob(&digest)?
+            .map(|(media_type, bytes)| (digest, media_type, bytes)))
     }
 
     /// The tags of `repo`, sorted; None when the repository is unknown.
