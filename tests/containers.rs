@@ -31,53 +31,6 @@ fn tmp() -> TempDir {
     }
 }
 
-/// What a tree holds: relative path -> description of type, mode and
-/// content (or symlink target).
-fn listing(root: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let path = root.join(&rel);
-        let meta = fs::symlink_metadata(&path).unwrap();
-        let mode = meta.mode() & 0o7777;
-        let ft = meta.file_type();
-        let what = if ft.is_dir() {
-            for e in fs::read_dir(&path).unwrap() {
-                stack.push(rel.join(e.unwrap().file_name()));
-            }
-            format!("dir {mode:o}")
-        } else if ft.is_symlink() {
-            format!("symlink -> {}", fs::read_link(&path).unwrap().display())
-        } else if ft.is_file() {
-            format!("file {mode:o} {}", sha(&fs::read(&path).unwrap()))
-        } else {
-            format!("other {mode:o}")
-        };
-        out.insert(format!("/{}", rel.display()), what);
-    }
-    out
-}
-
-fn assert_same_tree(a: &Path, b: &Path, what: &str) {
-    let (la, lb) = (listing(a), listing(b));
-    if la != lb {
-        let mut report = String::new();
-        for (k, v) in &la {
-            match lb.get(k) {
-                None => report += &format!("  only in {}: {k} {v}\n", a.display()),
-                Some(w) if w != v => report += &format!("  {k}: {v} vs {w}\n"),
-                _ => {}
-            }
-        }
-        for (k, v) in &lb {
-            if !la.contains_key(k) {
-                report += &format!("  only in {}: {k} {v}\n", b.display());
-            }
-        }
-        panic!("{what}: trees differ:\n{report}");
-    }
-}
-
 fn chmod(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }

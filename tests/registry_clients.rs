@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -181,55 +181,6 @@ fn access_log(reg: &Registry) -> Vec<(String, String, u16)> {
             Some((f[i].to_string(), f.get(i + 1)?.to_string(), status))
         })
         .collect()
-}
-
-/// What a tree holds: relative path -> type, mode, owner and content (or
-/// symlink target).
-fn listing(root: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let path = root.join(&rel);
-        let meta = fs::symlink_metadata(&path).unwrap();
-        let ft = meta.file_type();
-        let head = format!("{:o} {}:{}", meta.mode() & 0o7777, meta.uid(), meta.gid());
-        let what = if ft.is_dir() {
-            for e in fs::read_dir(&path).unwrap() {
-                stack.push(rel.join(e.unwrap().file_name()));
-            }
-            format!("dir {head}")
-        } else if ft.is_symlink() {
-            format!("symlink -> {}", fs::read_link(&path).unwrap().display())
-        } else if ft.is_file() {
-            format!("file {head} {}", sha(&fs::read(&path).unwrap()))
-        } else {
-            format!("other {head}")
-        };
-        out.insert(format!("/{}", rel.display()), what);
-    }
-    out
-}
-
-#[track_caller]
-fn assert_same_tree(a: &Path, b: &Path, what: &str) {
-    let (la, lb) = (listing(a), listing(b));
-    if la == lb {
-        return;
-    }
-    let mut report = String::new();
-    for (k, v) in &la {
-        match lb.get(k) {
-            None => report += &format!("  only in {}: {k} {v}\n", a.display()),
-            Some(w) if w != v => report += &format!("  {k}: {v} vs {w}\n"),
-            _ => {}
-        }
-    }
-    for (k, v) in &lb {
-        if !la.contains_key(k) {
-            report += &format!("  only in {}: {k} {v}\n", b.display());
-        }
-    }
-    panic!("{what}: trees differ:\n{report}");
 }
 
 /// The uncompressed tar of a layer blob of `media_type`.
@@ -595,7 +546,7 @@ fn skopeo_pushes_and_pulls_images_byte_identical() {
     ] {
         let co = t.path().join(dir);
         cli_ok(&store, &["checkout", name, path_arg(&co)]);
-        assert_same_tree(&co, &rootfs, &format!("checkout of {name} vs umoci unpack"));
+        assert_same_tree_with_owners(&co, &rootfs, &format!("checkout of {name} vs umoci unpack"));
         assert_eq!(
             fs::read(co.join("app/bin/server")).unwrap(),
             img.server,

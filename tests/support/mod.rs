@@ -18,6 +18,8 @@
 //! * `snapshot`: what a failed command must leave unchanged in a store.
 //! * `images`: image documents, hand-built OCI layouts and docker
 //!   archives, skopeo, and image state read through the library.
+//! * `trees`: directory trees compared as listings (path, type, mode,
+//!   owner, content).
 //! * `packs`: the files in STORE/packs and the one pack-frame walker.
 //! * `reliability`: the reliability tests' serialisation, soak factor,
 //!   layer files on disk, verify reports and independent index reads.
@@ -37,6 +39,7 @@ mod roundtrip;
 mod snapshot;
 mod tars;
 mod tools;
+mod trees;
 
 // Each binary uses only some of these; the rest is unused there.
 #[allow(unused_imports)]
@@ -44,5 +47,5 @@ pub use registry::*;
 #[allow(unused_imports)]
 pub use {
     bytes::*, cli::*, compress::*, images::*, packs::*, reliability::*, rng::*, roundtrip::*,
-    snapshot::*, tars::*, tools::*,
+    snapshot::*, tars::*, tools::*, trees::*,
 };
