@@ -377,3 +377,32 @@ fn gc_forgets_unreferenced_pushed_blobs_after_their_grace_and_stale_uploads() {
         "layer after its manifest and gc"
     );
 }
+
+#[test]
+fn open_uploads_are_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::start_with(&dir.path().join("store"), &["--max-uploads", "2"]);
+    let first = reg.start_upload("lsc/many");
+    reg.start_upload("lsc/many");
+    let r = reg.request("POST", "/v2/lsc/many/blobs/uploads/", &[], None);
+    assert_eq!(r.status, 429, "a third upload with --max-uploads 2: {r}");
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("TOOMANYREQUESTS"),
+        "error body of the refused upload: {r}"
+    );
+    let r = reg.delete(&first);
+    assert_eq!(r.status, 204, "cancel of the first upload: {r}");
+    let third = reg.start_upload("lsc/many");
+    let r = reg.request("POST", "/v2/lsc/many/blobs/uploads/", &[], None);
+    assert_eq!(r.status, 429, "two open again: {r}");
+    // A finished upload frees its place too.
+    let blob = b"limited".to_vec();
+    let r = reg.request(
+        "PUT",
+        &with_query(&third, &format!("digest={}", sha(&blob))),
+        &[],
+        Some(&blob),
+    );
+    assert_eq!(r.status, 201, "closing the third upload: {r}");
+    reg.start_upload("lsc/many");
+}

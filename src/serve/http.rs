@@ -782,7 +782,22 @@ async fn start_upload(
     }
     let uploads = app.uploads.clone();
     let owner = repo.to_string();
-    let id = blocking(move || uploads.create(&owner)).await?;
+    let limit = app.opts.max_uploads;
+    let id = blocking(move || {
+        // Sessions are counted on disk, so those of a previous run (which
+        // clients may resume) count too, until gc removes stale ones.
+        (uploads.count() < limit)
+            .then(|| uploads.create(&owner))
+            .transpose()
+    })
+    .await?
+    .ok_or_else(|| {
+        refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TOOMANYREQUESTS",
+            format!("{limit} uploads are open; finish or cancel one first"),
+        )
+    })?;
     if let Some(d) = query_param(query, "digest") {
         return finish_with_body(app, repo, &id, &d, req.into_body()).await;
     }

@@ -45,6 +45,8 @@ pub struct ServeOptions {
     pub quiet: bool,
     /// Bytes of rebuilt compressed blobs kept for the next pull (0: none).
     pub blob_cache: u64,
+    /// Upload sessions open at once; more are refused (429).
+    pub max_uploads: usize,
     /// htpasswd file (bcrypt entries): turns on HTTP Basic auth.
     pub htpasswd: Option<PathBuf>,
     /// With auth on, let anyone read (GET and HEAD).
@@ -64,6 +66,7 @@ impl Default for ServeOptions {
             max_lifetime: None,
             quiet: false,
             blob_cache: 2 << 30,
+            max_uploads: 256,
             htpasswd: None,
             anonymous_read: false,
             read_only: false,

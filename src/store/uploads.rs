@@ -43,6 +43,18 @@ impl Uploads {
         Ok(Uploads { dir })
     }
 
+    /// Sessions open now.
+    pub fn count(&self) -> usize {
+        fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".data"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     /// Starts a session for `repo`; returns its id.
     pub fn create(&self, repo: &str) -> Result<String> {
         let mut raw = [0u8; 16];

@@ -40,6 +40,10 @@ pub(crate) struct ServeArgs {
     /// libzstd) for the next pull, in STORE/cache/blobs (0: none).
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "2G")]
     blob_cache: u64,
+    /// Upload sessions open at once; a client starting one more gets 429
+    /// TOOMANYREQUESTS.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    max_uploads: usize,
     /// Drop requests whose body stalls this many seconds.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     idle_timeout: u64,
@@ -62,6 +66,7 @@ pub(crate) fn serve(store: &Store, args: ServeArgs) -> Result<()> {
         max_lifetime: args.max_lifetime.map(Duration::from_secs),
         quiet: args.quiet,
         blob_cache: args.blob_cache,
+        max_uploads: args.max_uploads,
         htpasswd: args.htpasswd,
         anonymous_read: args.anonymous_read,
         read_only: args.read_only,
