@@ -112,12 +112,10 @@ impl BlobCache {
 
     /// Starts filling the cache with what is written to `out`.
     pub fn fill<'a>(&self, digest: &Digest, out: &'a mut dyn Write) -> Filling<'a> {
-        let mut raw = [0u8; 8];
-        let _ = getrandom::fill(&mut raw);
         let tmp = self.dir.join(format!(
             "{}.tmp-{}",
             digest.hex(),
-            raw.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            crate::util::fs::random_hex(8)
         ));
         let file = fs::create_dir_all(&self.dir)
             .and_then(|_| File::create(&tmp))

@@ -85,14 +85,10 @@ pub fn valid_digest(name: &str) -> bool {
 /// The digest of `bytes` in the algorithm of `like` (a valid digest).
 fn digest_like(like: &str, bytes: &[u8]) -> String {
     if like.starts_with("sha512:") {
-        format!("sha512:{}", hex(&Sha512::digest(bytes)))
+        format!("sha512:{}", crate::util::hex(&Sha512::digest(bytes)))
     } else {
         Digest::of(bytes).to_string()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn sha512_of_file(path: &Path) -> Result<String> {
@@ -109,7 +105,7 @@ fn sha512_of_file(path: &Path) -> Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(format!("sha512:{}", hex(&hasher.finalize())))
+    Ok(format!("sha512:{}", crate::util::hex(&hasher.finalize())))
 }
 
 /// The digest strings of the descriptors in `value[field]` (an array), or

@@ -57,10 +57,7 @@ impl Uploads {
 
     /// Starts a session for `repo`; returns its id.
     pub fn create(&self, repo: &str) -> Result<String> {
-        let mut raw = [0u8; 16];
-        getrandom::fill(&mut raw)
-            .map_err(|e| Error::io("drawing an upload id", io::Error::other(e.to_string())))?;
-        let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let id = crate::util::fs::random_hex(16);
         let meta = self.dir.join(format!("{id}.repo"));
         fs::write(&meta, repo).map_err(|e| Error::io(format!("writing {}", meta.display()), e))?;
         let data = self.dir.join(format!("{id}.data"));

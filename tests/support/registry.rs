@@ -604,22 +604,7 @@ impl Registry {
     /// that answers early and stops reading cannot deadlock the test; a
     /// write error after that is ignored (the server may close early).
     pub fn raw(&self, head: &str, body: &[u8]) -> io::Result<Resp> {
-        let stream = self.connect();
-        let mut writer = stream.try_clone()?;
-        let mut data = head.as_bytes().to_vec();
-        data.extend_from_slice(body);
-        let what = head.lines().next().unwrap_or_default().to_string();
-        let sender = thread::spawn(move || {
-            let _ = writer.write_all(&data);
-            let _ = writer.flush();
-        });
-        let resp = read_response(
-            &mut BufReader::new(stream),
-            &what,
-            head.starts_with("HEAD "),
-        );
-        let _ = sender.join();
-        resp
+        self.raw_on(&self.connect(), head, body)
     }
 
     /// Writes `head` and `body` on `stream` (an open connection, kept open)
