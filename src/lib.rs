@@ -26,7 +26,7 @@ mod store;
 pub mod testing;
 mod util;
 
-pub use container::{Change, ChangeKind, CommitReport, ContainerInfo};
+pub use container::{Change, ChangeKind, CommitReport, ContainerInfo, Sharing};
 pub use error::{Error, Result};
 pub use image::{
     ExportFormat, ExportReport, ExportedImage, ImageDetails, ImageLayer, ImageManifestDetails,

@@ -16,19 +16,14 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use layerstore::{ChangeKind, GcOptions, Store, VerifyOptions};
+use layerstore::{ChangeKind, GcOptions, Sharing, Store, VerifyOptions};
 use serde_json::Value;
 use support::*;
-use tempfile::TempDir;
 
-fn tmp() -> TempDir {
-    let base = std::env::var_os("LAYERSTORE_TEST_DIR").map(PathBuf::from);
-    let mut b = tempfile::Builder::new();
-    b.prefix("layerstore-containers-");
-    match base {
-        Some(dir) => b.tempdir_in(dir).unwrap(),
-        None => b.tempdir().unwrap(),
-    }
+/// As root the containers here are overlays (see tests/overlay.rs), so the
+/// scratch directory unmounts them before it goes.
+fn tmp() -> Scratch {
+    Scratch::new("layerstore-containers-")
 }
 
 fn chmod(path: &Path, mode: u32) {
@@ -595,11 +590,19 @@ fn sync() {
 fn disk_use_of_n_containers() {
     let base = std::env::var_os("LAYERSTORE_TEST_REFLINK_DIR").map(PathBuf::from);
     let t = match &base {
-        Some(dir) => tempfile::Builder::new()
-            .prefix("ls-reflink-")
-            .tempdir_in(dir)
-            .unwrap(),
+        Some(dir) => Scratch(
+            tempfile::Builder::new()
+                .prefix("ls-reflink-")
+                .tempdir_in(dir)
+                .unwrap(),
+        ),
         None => tmp(),
+    };
+    // The directory schemes; overlay's disk use is measured in tests/overlay.rs.
+    let scheme = if base.is_some() {
+        Sharing::Reflink
+    } else {
+        Sharing::Copy
     };
     let content = t.path().join("content");
     let mut files = Vec::new();
@@ -622,7 +625,7 @@ fn disk_use_of_n_containers() {
     let mut sharing = String::new();
     for i in 0..N {
         let c = store
-            .create_container("big:1", Some(&format!("c{i}")))
+            .create_container_with("big:1", Some(&format!("c{i}")), scheme)
             .unwrap();
         sharing = c.sharing.clone();
         assert_eq!(
@@ -896,7 +899,11 @@ fn container_diff_text_is_one_path_a_line_and_never_follows_the_root() {
     let t = tmp();
     let layers = simple_image(t.path());
     let (store, _) = store_with(t.path(), "base:1", &layers);
-    let c = store.create_container("base:1", Some("odd")).unwrap();
+    // A directory root (an overlay root is a mount point, which cannot be
+    // renamed; tests/overlay.rs replaces its upper directory instead).
+    let c = store
+        .create_container_with("base:1", Some("odd"), Sharing::Copy)
+        .unwrap();
     fs::write(c.path.join("two\nlines"), b"x").unwrap();
     let out = cli_ok(store.path(), &["container", "diff", "odd"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();

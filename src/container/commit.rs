@@ -289,6 +289,14 @@ pub(super) fn commit(store: &Store, name: &str, new_image: &str) -> Result<Commi
     index.commit_import(&import)?;
     drop(import);
     prepared.committed();
+    drop(index);
+    if row.sharing == super::overlay::OVERLAY {
+        // The new image's containers then need no unpack; if this fails,
+        // the snapshot is unpacked when a container first needs it.
+        let mut layers: Vec<_> = record.layers.iter().map(|l| l.diff_id).collect();
+        layers.push(diff_id);
+        let _ = crate::rootfs::snapshot::ensure_snapshots(store, &layers);
+    }
     Ok(CommitReport {
         container: name.to_string(),
         image: new_image.to_string(),

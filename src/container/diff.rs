@@ -145,6 +145,11 @@ pub(super) struct Comparison {
 pub(super) fn compare(store: &Store, name: &str) -> Result<(ContainerRow, Comparison)> {
     let index = store.index()?;
     let row = index.container(name)?.ok_or_else(|| not_found(name))?;
+    if row.sharing == super::overlay::OVERLAY {
+        drop(index);
+        let cmp = super::overlay::compare_upper(store, &row)?;
+        return Ok((row, cmp));
+    }
     let record = index.manifest(&row.manifest)?.ok_or_else(|| {
         Error::corrupt(format!(
             "manifest {} of container {name:?} is not stored",

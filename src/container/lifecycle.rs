@@ -8,11 +8,16 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::overlay;
 use super::share::{clone_tree, ensure_base, reflink_supported};
-use super::{ContainerInfo, check_name, checkouts_dir, containers_dir, info, not_found};
+use super::{ContainerInfo, Sharing, check_name, checkouts_dir, containers_dir, info, not_found};
 use crate::error::{Error, IoContext, Result};
 use crate::image::runnable_manifest;
 use crate::rootfs::fsops::{remove_tree, running_as_root};
+use crate::rootfs::overlay::overlay_usable;
+use crate::rootfs::snapshot::{
+    SnapshotEntry, ensure_snapshots, remove_snapshot_entry, snapshot_entries, used_chains,
+};
 use crate::rootfs::{self, CheckoutReport};
 use crate::store::Store;
 use crate::store::digest::Digest;
@@ -55,7 +60,12 @@ pub(super) fn checkout(store: &Store, image: &str, dir: &Path) -> Result<Checkou
 
 // ---------------------------------------------------------------- sharing
 
-pub(super) fn create(store: &Store, image: &str, name: Option<&str>) -> Result<ContainerInfo> {
+pub(super) fn create(
+    store: &Store,
+    image: &str,
+    name: Option<&str>,
+    wanted: Sharing,
+) -> Result<ContainerInfo> {
     let record = runnable_manifest(&store.index()?, image)?;
     let id = crate::util::fs::random_hex(8);
     let name = match name {
@@ -83,8 +93,41 @@ pub(super) fn create(store: &Store, image: &str, name: Option<&str>) -> Result<C
         fs::create_dir(&tmp).context(|| format!("creating {}", tmp.display()))?;
         let root = tmp.join("rootfs");
         rootfs::prepare_empty_dir(&root)?;
+        let scheme = match wanted {
+            Sharing::Auto if overlay_usable(&dir) => Sharing::Overlay,
+            Sharing::Auto if reflink_supported(&dir) => Sharing::Reflink,
+            Sharing::Auto => Sharing::Copy,
+            Sharing::Overlay if !overlay_usable(&dir) => {
+                return Err(Error::invalid(
+                    format!("container {name:?}"),
+                    format!(
+                        "overlay mounts cannot be made under {} (they need root, overlayfs in \
+                         the kernel and a filesystem that can hold an upper layer); use \
+                         --sharing auto to fall back to reflinks or copies",
+                        dir.display()
+                    ),
+                ));
+            }
+            Sharing::Reflink if !reflink_supported(&dir) => {
+                return Err(Error::invalid(
+                    format!("container {name:?}"),
+                    format!(
+                        "the filesystem of {} cannot clone files (FICLONE); use --sharing auto",
+                        dir.display()
+                    ),
+                ));
+            }
+            other => other,
+        };
         let mut attempts = 0;
-        let (sharing, _lock) = if reflink_supported(&dir) {
+        let (sharing, _lock) = if scheme == Sharing::Overlay {
+            // Held until the container is recorded: gc removes snapshots
+            // nothing records.
+            let lock = store.lock(crate::store::LockMode::Shared)?;
+            let snapshots = ensure_snapshots(store, &layers)?;
+            overlay::prepare(&tmp, &snapshots)?;
+            (overlay::OVERLAY, Some(lock))
+        } else if scheme == Sharing::Reflink {
             loop {
                 attempts += 1;
                 let base = ensure_base(store, &record.digest, &layers, owners)?;
@@ -121,6 +164,16 @@ pub(super) fn create(store: &Store, image: &str, name: Option<&str>) -> Result<C
             let _ = fs::rename(&final_dir, &tmp);
             return Err(e);
         }
+        if row.sharing == overlay::OVERLAY
+            && let Err(e) = overlay::mount(store, &row)
+        {
+            // Not usable: undo the whole create.
+            let _ = store
+                .index()
+                .and_then(|mut i| i.remove_container(&row.name));
+            let _ = fs::rename(&final_dir, &tmp);
+            return Err(e);
+        }
         Ok(info(store, row))
     })();
     if result.is_err() {
@@ -149,6 +202,9 @@ pub(super) fn get(store: &Store, name: &str) -> Result<ContainerInfo> {
 pub(super) fn remove(store: &Store, name: &str) -> Result<()> {
     let mut index = store.index()?;
     let row = index.container(name)?.ok_or_else(|| not_found(name))?;
+    if row.sharing == overlay::OVERLAY {
+        overlay::unmount(store, &row)?;
+    }
     let dir = containers_dir(store).join(&row.id);
     let trash = containers_dir(store).join(format!(".rm-{}", row.id));
     let moved = dir.exists();
@@ -280,6 +336,10 @@ pub(crate) fn collect_garbage(store: &Store, dry_run: bool) -> Result<u64> {
         .collect();
     if !dry_run {
         for path in &doomed {
+            for mount in crate::rootfs::overlay::mounts_below(path) {
+                crate::rootfs::overlay::unmount_overlay(&mount)
+                    .context(|| format!("unmounting {}", mount.display()))?;
+            }
             if path.is_dir() {
                 remove_tree(path)?;
             } else {
@@ -291,3 +351,38 @@ pub(crate) fn collect_garbage(store: &Store, dry_run: bool) -> Result<u64> {
 }
 
 // ---------------------------------------------------------------- diff
+
+/// Chain ids (hex) of the snapshots images and containers use.
+pub(crate) fn used_snapshots(store: &Store) -> Result<HashSet<String>> {
+    let index = store.index()?;
+    let mut stacks: Vec<Vec<Digest>> = Vec::new();
+    for (name, _, _) in index.images()? {
+        // Images that cannot run here (another platform only) have none.
+        if let Ok(record) = runnable_manifest(&index, &name) {
+            stacks.push(record.layers.iter().map(|l| l.diff_id).collect());
+        }
+    }
+    for row in index.containers()? {
+        if let Some(record) = index.manifest(&row.manifest)? {
+            stacks.push(record.layers.iter().map(|l| l.diff_id).collect());
+        }
+    }
+    Ok(used_chains(stacks))
+}
+
+/// gc's part for `snapshots/`: removes snapshots no image or container
+/// uses and what interrupted unpacks left. Called with the store lock held
+/// exclusively (every unpack holds it shared). Returns how many went.
+pub(crate) fn collect_snapshot_garbage(store: &Store, dry_run: bool) -> Result<u64> {
+    let used = used_snapshots(store)?;
+    let mut removed = 0;
+    for (path, kind) in snapshot_entries(store, &used) {
+        if matches!(kind, SnapshotEntry::Unused | SnapshotEntry::Abandoned) {
+            if !dry_run {
+                remove_snapshot_entry(&path)?;
+            }
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}

@@ -1,22 +1,25 @@
-//! Containers: an image's root filesystem checked out into a directory the
-//! user may change freely (its writable layer), recorded in the index with
-//! the manifest it came from; listing, diff against the image, removal, and
-//! commit of the changes as a new layer and image.
+//! Containers: an image's root filesystem the user may change freely (its
+//! writable layer), recorded in the index with the manifest it came from;
+//! listing, diff against the image, removal, and commit of the changes as
+//! a new layer and image.
 //!
 //! ```text
 //! STORE/containers/<id>/rootfs   a container's root filesystem
+//! STORE/containers/<id>/upper    an overlay container's changes
+//! STORE/snapshots/<chain id>     layer snapshots (see rootfs::snapshot)
 //! STORE/checkouts/<manifest hex> pristine image checkout, reflink source
 //! ```
 //!
-//! Sharing: when the store's filesystem supports reflinks (FICLONE: btrfs,
-//! XFS, bcachefs, ...), each image is checked out once, read-only by
-//! convention, under `checkouts/`, and every container's files are reflink
-//! clones of it: they share data blocks until written, and a write to one
-//! container never reaches another (the filesystem copies on write).
-//! Elsewhere each container is a full checkout from the store (a plain
-//! copy): hard links into a shared tree would let one container's writes
-//! show up in every other, and copy-up needs an overlay mount. Either way a
-//! container is an ordinary directory that outlives reboots.
+//! Sharing, chosen per container (`Sharing::Auto` takes the first that
+//! works): **overlay** (as root, with overlayfs and a filesystem that can
+//! hold an upper layer): the container is one empty upper directory over
+//! its image's layer snapshots, each layer unpacked once for every image
+//! and container that has it; `rootfs` is the merged mount, made again by
+//! [`Store::mount_container`] after a reboot. **reflink** (FICLONE: btrfs,
+//! XFS, bcachefs, ...): each image is checked out once under `checkouts/`
+//! and every container's files are reflink clones of it, sharing blocks
+//! until written. **copy**: a full checkout per container. Whatever the
+//! scheme, a write to one container never reaches another or the image.
 //!
 //! Guarantees: a container's manifest (and so its config and layers) is a
 //! gc root while the container exists; removing the container or its image
@@ -27,6 +30,7 @@
 mod commit;
 mod diff;
 mod lifecycle;
+mod overlay;
 mod share;
 
 use std::path::{Path, PathBuf};
@@ -40,7 +44,9 @@ use crate::store::digest::Digest;
 use crate::store::index::ContainerRow;
 use commit::commit;
 use diff::diff;
-pub(crate) use lifecycle::{Leftover, collect_garbage, leftovers};
+pub(crate) use lifecycle::{
+    Leftover, collect_garbage, collect_snapshot_garbage, leftovers, used_snapshots,
+};
 use lifecycle::{checkout, create, get, list, remove};
 
 /// A container, as listed.
@@ -59,10 +65,47 @@ pub struct ContainerInfo {
     /// Its root filesystem.
     pub path: PathBuf,
     /// How its files share storage with other containers of its image:
-    /// `reflink` (copy-on-write clones) or `copy`.
+    /// `overlay` (an upper layer over shared layer snapshots), `reflink`
+    /// (copy-on-write clones) or `copy`.
     pub sharing: String,
+    /// An overlay container's root is mounted now (always true for the
+    /// other schemes, whose root is a plain directory).
+    pub mounted: bool,
     /// Ownership from the layers was applied (created as root).
     pub owners: bool,
+}
+
+/// How a new container shares storage (see the module documentation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sharing {
+    /// Overlay where it can be mounted, else reflinks where the filesystem
+    /// clones files, else a copy.
+    #[default]
+    Auto,
+    /// An upper layer over shared layer snapshots (root, overlayfs).
+    Overlay,
+    /// Reflink clones of one checkout of the image (FICLONE).
+    Reflink,
+    /// A full checkout of its own.
+    Copy,
+}
+
+impl std::str::FromStr for Sharing {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Sharing> {
+        match s {
+            "auto" => Ok(Sharing::Auto),
+            "overlay" => Ok(Sharing::Overlay),
+            "reflink" => Ok(Sharing::Reflink),
+            "copy" => Ok(Sharing::Copy),
+            other => Err(Error::invalid(
+                format!("sharing scheme {other:?}"),
+                "use auto, overlay, reflink or copy",
+            )),
+        }
+    }
 }
 
 /// How a path differs from the image.
@@ -125,8 +168,10 @@ fn rootfs(store: &Store, id: &str) -> PathBuf {
 }
 
 fn info(store: &Store, row: ContainerRow) -> ContainerInfo {
+    let path = rootfs(store, &row.id);
     ContainerInfo {
-        path: rootfs(store, &row.id),
+        mounted: row.sharing != overlay::OVERLAY || crate::rootfs::overlay::is_mount_point(&path),
+        path,
         name: row.name,
         id: row.id,
         image: row.image,
@@ -177,7 +222,47 @@ impl Store {
     /// id): a directory holding the image's root filesystem, for the user
     /// to change. Its manifest stays alive while it exists.
     pub fn create_container(&self, image: &str, name: Option<&str>) -> Result<ContainerInfo> {
-        create(self, image, name)
+        create(self, image, name, Sharing::Auto)
+    }
+
+    /// [`Store::create_container`] with a chosen sharing scheme; asking for
+    /// one that cannot be used here is an error that says why.
+    pub fn create_container_with(
+        &self,
+        image: &str,
+        name: Option<&str>,
+        sharing: Sharing,
+    ) -> Result<ContainerInfo> {
+        create(self, image, name, sharing)
+    }
+
+    /// Mounts an overlay container's root if it is not mounted (mounts do
+    /// not survive a reboot) and returns it; for other schemes, just the
+    /// root's path.
+    pub fn mount_container(&self, name: &str) -> Result<PathBuf> {
+        let row = self
+            .index()?
+            .container(name)?
+            .ok_or_else(|| not_found(name))?;
+        if row.sharing == overlay::OVERLAY {
+            overlay::mount(self, &row)
+        } else {
+            Ok(rootfs(self, &row.id))
+        }
+    }
+
+    /// Unmounts an overlay container's root (a busy mount is detached);
+    /// its changes stay in its upper directory. Nothing to do for other
+    /// schemes.
+    pub fn unmount_container(&self, name: &str) -> Result<()> {
+        let row = self
+            .index()?
+            .container(name)?
+            .ok_or_else(|| not_found(name))?;
+        if row.sharing == overlay::OVERLAY {
+            overlay::unmount(self, &row)?;
+        }
+        Ok(())
     }
 
     /// All containers, oldest first.

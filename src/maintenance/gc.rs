@@ -97,6 +97,9 @@ pub struct GcReport {
     /// Image checkouts no container uses and leftovers of removed or
     /// interrupted containers, deleted.
     pub container_dirs_removed: u64,
+    /// Layer snapshots no image or container uses, and what interrupted
+    /// unpacks left, deleted (a snapshot is unpacked again on demand).
+    pub snapshots_removed: u64,
     /// Compressed blobs a put kept verbatim that now have a cheaper exact
     /// method (with `dry_run`: that are waiting for one).
     pub blobs_converted: u64,
@@ -227,6 +230,7 @@ pub(crate) fn collect_garbage(store: &Store, opts: &GcOptions) -> Result<GcRepor
         report.orphan_files_removed += 1;
     }
     report.container_dirs_removed = crate::container::collect_garbage(store, opts.dry_run)?;
+    report.snapshots_removed = crate::container::collect_snapshot_garbage(store, opts.dry_run)?;
     report.bytes_after = report.bytes_before.saturating_sub(freed);
     report.bytes_freed = freed;
     Ok(report)

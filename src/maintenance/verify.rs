@@ -187,6 +187,36 @@ fn check(store: &Store, index: &Index, full: bool) -> Result<(VerifyReport, Dama
             detail: detail.into(),
         });
     }
+    // Layer snapshots: derived data, so a bad one is reported (it is
+    // unpacked again once removed), never counted as a lost byte.
+    let used = crate::container::used_snapshots(store)?;
+    for (path, kind) in crate::rootfs::snapshot::snapshot_entries(store, &used) {
+        use crate::rootfs::snapshot::SnapshotEntry as S;
+        let subject = path
+            .strip_prefix(store.path())
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        match kind {
+            S::InUse | S::Unused => {
+                if let Some(why) = crate::rootfs::snapshot::check_snapshot(&path, full)? {
+                    report.problem(
+                        subject,
+                        format!(
+                            "layer snapshot: {why}; the containers on it see the change. \
+                             Remove their containers, then this directory: it is unpacked \
+                             again from the store when next needed"
+                        ),
+                    );
+                }
+            }
+            S::Abandoned => report.warnings.push(Problem {
+                subject,
+                detail: "left by an interrupted snapshot unpack; gc removes it".into(),
+            }),
+            S::InProgress | S::Foreign => {}
+        }
+    }
     for name in index.damaged_packs()? {
         report.warnings.push(Problem {
             subject: format!("pack {name}"),

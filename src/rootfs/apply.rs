@@ -490,6 +490,16 @@ impl Applier {
         }
     }
 
+    /// Directories the layers so far had entries for (their modes and
+    /// mtimes come from the layer); call before [`Applier::finish`].
+    pub(crate) fn dated_dirs(&self) -> HashSet<Vec<u8>> {
+        self.deferred
+            .iter()
+            .filter(|(_, meta)| meta.mtime.is_some())
+            .map(|(path, _)| path.clone())
+            .collect()
+    }
+
     /// Applies the deferred directory modes and mtimes, deepest first.
     pub(crate) fn finish(&mut self) -> Result<()> {
         let mut dirs: Vec<(Vec<u8>, DirMeta)> =

@@ -64,6 +64,12 @@ pub(crate) fn remove_at(parent: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> 
         return Ok(rfs::unlinkat(parent, name, AtFlags::empty())?);
     }
     let top = open_dir_nofollow(parent, name)?;
+    // Never remove through a mount point (an overlay container's root):
+    // what is below it belongs to another filesystem.
+    let device = rfs::fstat(&top)?.st_dev;
+    if device != rfs::fstat(parent)?.st_dev {
+        return Err(mount_point_refused(name));
+    }
     let _ = rfs::fchmod(&top, Mode::from_raw_mode(0o700));
     let names = list_dir(top.as_fd())?;
     // Frames: (directory, names left, its name in the frame below).
@@ -76,6 +82,9 @@ pub(crate) fn remove_at(parent: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> 
                 Err(e) => return Err(e.into()),
             };
             if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                if st.st_dev != device {
+                    return Err(mount_point_refused(os(child.to_bytes())));
+                }
                 let sub = open_dir_nofollow(dir.as_fd(), os(child.to_bytes()))?;
                 let _ = rfs::fchmod(&sub, Mode::from_raw_mode(0o700));
                 let sub_names = list_dir(sub.as_fd())?;
@@ -90,6 +99,16 @@ pub(crate) fn remove_at(parent: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> 
         }
     }
     Ok(rfs::unlinkat(parent, name, AtFlags::REMOVEDIR)?)
+}
+
+fn mount_point_refused(name: &(impl AsRef<OsStr> + ?Sized)) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ResourceBusy,
+        format!(
+            "{} is a mount point; refusing to remove what is mounted there",
+            Path::new(name.as_ref()).display()
+        ),
+    )
 }
 
 /// Removes a directory tree at a path (the path itself is not followed if

@@ -24,7 +24,10 @@
 pub(crate) mod apply;
 pub(crate) mod entry;
 pub(crate) mod fsops;
+pub(crate) mod overlay;
 pub(crate) mod resolve;
+pub(crate) mod snapshot;
+pub(crate) mod stack;
 pub(crate) mod tree;
 
 use std::path::{Path, PathBuf};

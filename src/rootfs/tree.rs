@@ -88,6 +88,11 @@ pub(crate) fn parent_of(path: &[u8]) -> &[u8] {
 }
 
 impl Tree {
+    /// A tree of the given nodes (a part of an image's tree).
+    pub(crate) fn from_nodes(nodes: BTreeMap<Vec<u8>, Node>, owners: bool) -> Tree {
+        Tree { nodes, owners }
+    }
+
     /// A tree holding only the root directory.
     pub(crate) fn empty(owners: bool) -> Tree {
         let mut nodes = BTreeMap::new();

@@ -47,6 +47,7 @@ const INDEX_FILE: &str = "index.db";
 const PACKS_DIR: &str = "packs";
 const CONTAINERS_DIR: &str = "containers";
 const CHECKOUTS_DIR: &str = "checkouts";
+const SNAPSHOTS_DIR: &str = "snapshots";
 /// Name of the chunking algorithm recorded in the store.
 const CHUNKER: &str = "fastcdc-5.0.0-v2020";
 
@@ -291,11 +292,19 @@ impl Store {
         self.root.join(CHECKOUTS_DIR)
     }
 
+    /// Where layer snapshots live (`STORE/snapshots/<chain id hex>`).
+    pub(crate) fn snapshots_dir(&self) -> PathBuf {
+        self.root.join(SNAPSHOTS_DIR)
+    }
+
     /// Bytes of the store's own files outside the pack directory (index,
     /// WAL, lock). Container and checkout directories hold the user's
     /// files, not stored data, and are not counted.
     pub(crate) fn non_pack_bytes(&self) -> Result<u64> {
-        crate::util::fs::dir_size(&self.root, &[PACKS_DIR, CONTAINERS_DIR, CHECKOUTS_DIR])
+        crate::util::fs::dir_size(
+            &self.root,
+            &[PACKS_DIR, CONTAINERS_DIR, CHECKOUTS_DIR, SNAPSHOTS_DIR],
+        )
     }
 
     /// Starts a new pack file, first recording its name as a `writing`

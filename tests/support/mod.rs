@@ -20,6 +20,8 @@
 //!   archives, skopeo, and image state read through the library.
 //! * `trees`: directory trees compared as listings (path, type, mode,
 //!   owner, content).
+//! * `mounts`: scratch directories that unmount what tests mounted in
+//!   them, and the mount points under a directory.
 //! * `packs`: the files in STORE/packs and the one pack-frame walker.
 //! * `reliability`: the reliability tests' serialisation, soak factor,
 //!   layer files on disk, verify reports and independent index reads.
@@ -31,6 +33,7 @@ mod bytes;
 mod cli;
 mod compress;
 mod images;
+mod mounts;
 mod packs;
 mod registry;
 mod reliability;
@@ -46,6 +49,6 @@ mod trees;
 pub use registry::*;
 #[allow(unused_imports)]
 pub use {
-    bytes::*, cli::*, compress::*, images::*, packs::*, reliability::*, rng::*, roundtrip::*,
-    snapshot::*, tars::*, tools::*, trees::*,
+    bytes::*, cli::*, compress::*, images::*, mounts::*, packs::*, reliability::*, rng::*,
+    roundtrip::*, snapshot::*, tars::*, tools::*, trees::*,
 };

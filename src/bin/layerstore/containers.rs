@@ -1,5 +1,5 @@
 //! Root filesystem and container commands: checkout, container create,
-//! ls, path, diff, rm, commit.
+//! ls, path, mount, umount, diff, rm, commit.
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
@@ -16,6 +16,11 @@ pub(crate) enum ContainerCommand {
         /// Container name (default: a random id).
         #[arg(long)]
         name: Option<String>,
+        /// How it shares storage: overlay (an upper layer over shared layer
+        /// snapshots; root), reflink (clones of one checkout), copy, or
+        /// auto (the first of these that works here).
+        #[arg(long, default_value = "auto", value_parser = ["auto", "overlay", "reflink", "copy"])]
+        sharing: String,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -26,10 +31,23 @@ pub(crate) enum ContainerCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Print the directory of a container's root filesystem.
+    /// Print the directory of a container's root filesystem (an overlay
+    /// container's root is mounted again if it is not mounted).
     Path {
         /// Container name.
         name: String,
+    },
+    /// Mount overlay containers' roots (after a reboot or `umount`).
+    Mount {
+        /// Container names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Unmount overlay containers' roots; their changes stay.
+    Umount {
+        /// Container names.
+        #[arg(required = true)]
+        names: Vec<String>,
     },
     /// List paths added (A), changed (C) and deleted (D) against the image.
     Diff {
@@ -91,9 +109,15 @@ pub(crate) fn checkout(
 
 pub(crate) fn container(store: &Store, cmd: ContainerCommand) -> Result<()> {
     match cmd {
-        ContainerCommand::Create { image, name, json } => {
+        ContainerCommand::Create {
+            image,
+            name,
+            sharing,
+            json,
+        } => {
+            let sharing: layerstore::Sharing = sharing.parse()?;
             let c = store
-                .create_container(&image, name.as_deref())
+                .create_container_with(&image, name.as_deref(), sharing)
                 .with_context(|| format!("creating a container of {image}"))?;
             if json {
                 return print_json(&c);
@@ -108,26 +132,49 @@ pub(crate) fn container(store: &Store, cmd: ContainerCommand) -> Result<()> {
                 return print_json(&list);
             }
             outln!(
-                "{:<20}  {:<30}  {:<23}  {:<8}  PATH",
+                "{:<20}  {:<30}  {:<23}  {:<8}  {:<7}  PATH",
                 "NAME",
                 "IMAGE",
                 "CREATED",
-                "SHARING"
+                "SHARING",
+                "MOUNTED"
             );
             for c in list {
                 outln!(
-                    "{:<20}  {:<30}  {:<23}  {:<8}  {}",
+                    "{:<20}  {:<30}  {:<23}  {:<8}  {:<7}  {}",
                     c.name,
                     c.image,
                     utc(c.created),
                     c.sharing,
+                    if c.mounted { "yes" } else { "no" },
                     c.path.display()
                 );
             }
             Ok(())
         }
         ContainerCommand::Path { name } => {
-            outln!("{}", store.container(&name)?.path.display());
+            let path = store
+                .mount_container(&name)
+                .with_context(|| format!("mounting container {name}"))?;
+            outln!("{}", path.display());
+            Ok(())
+        }
+        ContainerCommand::Mount { names } => {
+            for name in names {
+                let path = store
+                    .mount_container(&name)
+                    .with_context(|| format!("mounting container {name}"))?;
+                outln!("{}", path.display());
+            }
+            Ok(())
+        }
+        ContainerCommand::Umount { names } => {
+            for name in names {
+                store
+                    .unmount_container(&name)
+                    .with_context(|| format!("unmounting container {name}"))?;
+                outln!("{name}");
+            }
             Ok(())
         }
         ContainerCommand::Diff { name, json } => {
