@@ -10,7 +10,7 @@
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -342,6 +342,42 @@ fn hostile_layers_never_write_outside_the_checkout() {
             }
             _ => {}
         }
+        // The same layer unpacked as a snapshot, through an overlay mount
+        // of the base's snapshot.
+        match store.create_container_with(&image, Some("c"), Sharing::Overlay) {
+            Err(e) if e.to_string().contains("overlay mounts cannot be made") => {}
+            Err(e) => {
+                assert!(*must_fail, "{name}: {e}");
+                let e = e.to_string();
+                assert!(
+                    e.contains("layer sha256:") && e.contains("entry"),
+                    "{name}: {e}"
+                );
+            }
+            Ok(c) => {
+                assert!(!must_fail, "{name}: the snapshot unpack accepted it");
+                match *name {
+                    "symlink-out-then-write" => {
+                        assert!(c.path.join(format!(".{o}/through")).is_file())
+                    }
+                    "absolute" => assert!(c.path.join(format!(".{o}/abs-file")).is_file()),
+                    _ => {}
+                }
+                store.remove_container("c").unwrap();
+            }
+        }
+        assert_eq!(
+            listing(&outside),
+            before,
+            "{name}: a snapshot wrote outside"
+        );
+        assert!(!t.path().join("escaped").exists(), "{name}");
+        assert!(mounts_under(&dir).is_empty(), "{name}: a mount was left");
+        let left: Vec<String> = dir_names(&dir.join("store/snapshots"))
+            .into_iter()
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "{name}: a failed unpack left {left:?}");
     }
 }
 
@@ -917,4 +953,419 @@ fn container_diff_text_is_one_path_a_line_and_never_follows_the_root() {
     let err = store.container_diff("odd").unwrap_err().to_string();
     assert!(err.contains("not a directory"), "{err}");
     assert!(store.commit_container("odd", "odd:1").is_err());
+}
+
+// ------------------------------------------------------------------ overlay
+
+/// An overlay container of `image`, or None where overlay mounts cannot be
+/// made here (not root, no overlayfs, an upper-incapable filesystem): the
+/// reason is printed and the caller skips.
+fn overlay_container(store: &Store, image: &str, name: &str) -> Option<layerstore::ContainerInfo> {
+    match store.create_container_with(image, Some(name), Sharing::Overlay) {
+        Ok(c) => {
+            assert_eq!(c.sharing, "overlay");
+            assert!(c.mounted);
+            Some(c)
+        }
+        Err(e) if e.to_string().contains("overlay mounts cannot be made") => {
+            println!("overlay part skipped: {e}");
+            None
+        }
+        Err(e) => panic!("overlay container of {image}: {e}"),
+    }
+}
+
+fn snapshot_names(store: &Store) -> BTreeSet<String> {
+    dir_names(&store.path().join("snapshots"))
+        .into_iter()
+        .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect()
+}
+
+/// `du -sxb`: bytes under `path` on its own filesystem (mounts not counted
+/// twice).
+fn du(path: &Path) -> u64 {
+    let out = run_ok(Command::new("du").arg("-sxb").arg(path));
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn overlay_containers_share_one_snapshot_per_layer() {
+    let t = tmp();
+    let dir = t.path();
+    let mut big = Vec::new();
+    for i in 0..3 {
+        big.push((format!("data/f{i}.bin"), Rng::new(40 + i).bytes(4 << 20)));
+    }
+    let refs: Vec<(&str, &[u8])> = big
+        .iter()
+        .map(|(p, d)| (p.as_str(), d.as_slice()))
+        .collect();
+    write_tree(&dir.join("b1"), &refs);
+    write_tree(
+        &dir.join("b1"),
+        &[("data/small.txt", b"deleted by the next layer")],
+    );
+    write_tree(
+        &dir.join("b2"),
+        &[("etc/app.conf", b"v=2\n"), ("data/.wh.small.txt", b"")],
+    );
+    write_tree(&dir.join("b3"), &[("etc/app.conf", b"v=3\n")]);
+    write_tree(&dir.join("b4"), &[("other/only-here", b"other image")]);
+    let l: Vec<Vec<u8>> = (1..=4)
+        .map(|i| gnu_tar_layer(&dir.join(format!("b{i}")), &dir.join(format!("b{i}.tar"))))
+        .collect();
+    let (store, _) = store_with(dir, "big:1", &l[..3]);
+    store
+        .import_image(
+            &layout_of(dir, "other:1", &[l[0].clone(), l[3].clone()]),
+            None,
+        )
+        .unwrap();
+    let reference = dir.join("reference");
+    store.checkout("big:1", &reference).unwrap();
+    let unpacked = du(&reference);
+
+    sync();
+    let before = du(store.path());
+    let Some(first) = overlay_container(&store, "big:1", "c0") else {
+        return;
+    };
+    assert_eq!(snapshot_names(&store).len(), 3, "one snapshot per layer");
+    let mut times = Vec::new();
+    for i in 1..6 {
+        let start = std::time::Instant::now();
+        let c = store
+            .create_container_with("big:1", Some(&format!("c{i}")), Sharing::Overlay)
+            .unwrap();
+        times.push(start.elapsed());
+        assert_same_tree_with_owners(&c.path, &reference, "overlay container vs checkout");
+    }
+    assert_eq!(
+        snapshot_names(&store).len(),
+        3,
+        "containers 2-6 unpack nothing"
+    );
+    sync();
+    let used = du(store.path()) - before;
+    println!(
+        "6 overlay containers of a {:.1} MiB image: {:.1} MiB ({:.2} unpacked images); \
+         containers 2-6 created in {times:?}",
+        unpacked as f64 / 1048576.0,
+        used as f64 / 1048576.0,
+        used as f64 / unpacked as f64
+    );
+    assert!(
+        used * 10 <= unpacked * 12,
+        "6 containers used {used} bytes, more than 1.2 x {unpacked}"
+    );
+    assert!(
+        !first.path.join("data/small.txt").exists(),
+        "whiteout through the overlay"
+    );
+
+    // A second image on the same base unpacks only its own layer.
+    let base_list = store
+        .path()
+        .join("snapshots")
+        .join(
+            &snapshot_names(&store)
+                .into_iter()
+                .find(|n| {
+                    fs::read_to_string(store.path().join("snapshots").join(n).join("files"))
+                        .unwrap()
+                        .lines()
+                        .next()
+                        .unwrap()
+                        .ends_with(&format!(" {}", sha(&l[0])))
+                })
+                .expect("the base layer's snapshot"),
+        )
+        .join("files");
+    let base_mtime = fs::metadata(&base_list).unwrap().modified().unwrap();
+    let o = store
+        .create_container_with("other:1", Some("o"), Sharing::Overlay)
+        .unwrap();
+    assert_eq!(
+        snapshot_names(&store).len(),
+        4,
+        "only the other image's own layer"
+    );
+    assert_eq!(
+        fs::metadata(&base_list).unwrap().modified().unwrap(),
+        base_mtime
+    );
+    assert_eq!(
+        fs::read(o.path.join("other/only-here")).unwrap(),
+        b"other image"
+    );
+    assert_eq!(fs::read(o.path.join("data/f0.bin")).unwrap(), big[0].1);
+
+    // Snapshots live as long as an image or container uses them.
+    for i in 0..6 {
+        store.remove_container(&format!("c{i}")).unwrap();
+    }
+    store.remove_container("o").unwrap();
+    assert!(mounts_under(store.path()).is_empty(), "rm unmounts");
+    assert_eq!(
+        store.gc(&GcOptions::default()).unwrap().snapshots_removed,
+        0
+    );
+    store.remove_image("other:1").unwrap();
+    assert_eq!(
+        store.gc(&GcOptions::default()).unwrap().snapshots_removed,
+        1
+    );
+    assert_eq!(snapshot_names(&store).len(), 3);
+    assert_same_tree_with_owners(
+        &store.create_container("big:1", Some("again")).unwrap().path,
+        &reference,
+        "after gc",
+    );
+}
+
+#[test]
+fn overlay_containers_are_isolated_and_survive_umount() {
+    let t = tmp();
+    let layers = three_layers(t.path());
+    let (store, layout) = store_with(t.path(), "iso:1", &layers);
+    let reference = t.path().join("reference");
+    store.checkout("iso:1", &reference).unwrap();
+    let Some(c1) = overlay_container(&store, "iso:1", "one") else {
+        return;
+    };
+    let c2 = overlay_container(&store, "iso:1", "two").unwrap();
+    // The merged root is the image, as umoci unpacks it.
+    let rootfs = umoci_unpack(&layout, "iso:1", &t.path().join("bundle"));
+    assert_same_tree(&c1.path, &rootfs, "overlay container vs umoci unpack");
+
+    fs::write(c1.path.join("new-file"), b"only in one").unwrap();
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(c1.path.join("data/big.bin"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"appended").unwrap();
+    drop(f);
+    fs::remove_file(c1.path.join("bin/tool")).unwrap();
+    chmod(&c1.path.join("etc/config"), 0o600);
+    fs::remove_dir_all(c1.path.join("opaque")).unwrap();
+    assert_same_tree_with_owners(&c2.path, &reference, "the other container");
+    let again = t.path().join("again");
+    store.checkout("iso:1", &again).unwrap();
+    assert_same_tree_with_owners(&again, &reference, "the image");
+    let changes = store.container_diff("one").unwrap();
+    assert_eq!(changes.len(), 5, "{changes:?}");
+
+    // Unmounted, the changes wait in the upper directory; mounting again
+    // brings them back.
+    let mine = listing(&c1.path);
+    store.unmount_container("one").unwrap();
+    assert!(!store.container("one").unwrap().mounted);
+    assert!(!c1.path.join("etc").exists());
+    assert_eq!(
+        store.container_diff("one").unwrap(),
+        changes,
+        "diff reads the upper dir"
+    );
+    let out = cli_ok(store.path(), &["container", "path", "one"]);
+    assert_eq!(first_line(&out.stdout), path_arg(&c1.path));
+    assert_eq!(listing(&c1.path), mine);
+
+    let dir_of_one = c1.path.parent().unwrap().to_path_buf();
+    store.remove_container("one").unwrap();
+    assert!(mounts_under(&dir_of_one).is_empty());
+    assert!(!dir_of_one.exists());
+    assert_same_tree_with_owners(&c2.path, &reference, "after rm of the other");
+    assert_eq!(snapshot_names(&store).len(), 3);
+    let full = VerifyOptions {
+        full: true,
+        repair: false,
+    };
+    assert!(store.verify(&full).unwrap().is_clean());
+}
+
+#[test]
+fn overlay_diff_and_commit_equal_the_copy_scheme() {
+    let t = tmp();
+    let layers = three_layers(t.path());
+    let (store, _) = store_with(t.path(), "same:1", &layers);
+    let Some(over) = overlay_container(&store, "same:1", "over") else {
+        return;
+    };
+    let copy = store
+        .create_container_with("same:1", Some("copy"), Sharing::Copy)
+        .unwrap();
+    assert_eq!(copy.sharing, "copy");
+    for root in [&over.path, &copy.path] {
+        fs::write(root.join("added-file"), b"new").unwrap();
+        fs::write(root.join("etc/config"), b"rewritten\n").unwrap();
+        // Copied up but unchanged: no change.
+        fs::write(root.join("bin/config-link-target-copy"), b"x").unwrap();
+        fs::remove_file(root.join("bin/config-link-target-copy")).unwrap();
+        chmod(&root.join("data/big.bin"), 0o600);
+        chmod(&root.join("data/big.bin"), 0o644);
+        fs::remove_file(root.join("bin/tool-hardlink")).unwrap();
+        fs::remove_dir_all(root.join("becomes-dir")).unwrap();
+        fs::write(root.join("becomes-dir"), b"a file again").unwrap();
+        // A directory removed and made again: opaque in the upper dir.
+        fs::remove_dir_all(root.join("added/in")).unwrap();
+        fs::create_dir(root.join("added/in")).unwrap();
+        fs::write(root.join("added/in/other"), b"replaced").unwrap();
+        // Emptied, not replaced.
+        fs::remove_file(root.join("opaque/new")).unwrap();
+        fs::remove_file(root.join("abs-link")).unwrap();
+        std::os::unix::fs::symlink("a//b/.", root.join("abs-link")).unwrap();
+        fs::create_dir_all(root.join("deep/new/dir")).unwrap();
+        fs::write(root.join("deep/new/dir/f"), b"deep").unwrap();
+        fs::hard_link(root.join("added-file"), root.join("added-link")).unwrap();
+    }
+    let d_over = store.container_diff("over").unwrap();
+    let d_copy = store.container_diff("copy").unwrap();
+    assert_eq!(d_over, d_copy, "overlay diff equals the full comparison");
+    assert!(d_over.len() >= 10, "{d_over:?}");
+
+    let before = snapshot_names(&store).len();
+    let r_over = store.commit_container("over", "over:2").unwrap();
+    let r_copy = store.commit_container("copy", "copy:2").unwrap();
+    assert_eq!(
+        (r_over.added, r_over.changed, r_over.deleted),
+        (r_copy.added, r_copy.changed, r_copy.deleted)
+    );
+    let e_over = tar_entries(&get(&store, &r_over.layer.to_string()));
+    let e_copy = tar_entries(&get(&store, &r_copy.layer.to_string()));
+    let kinds =
+        |e: &BTreeMap<String, (char, Vec<u8>)>| -> BTreeSet<String> { e.keys().cloned().collect() };
+    assert_eq!(kinds(&e_over), kinds(&e_copy), "the same layer entries");
+    assert_eq!(
+        snapshot_names(&store).len(),
+        before + 1,
+        "commit made the new layer's snapshot"
+    );
+    for (image, root) in [("over:2", &over.path), ("copy:2", &copy.path)] {
+        let layout = t.path().join(format!("export-{}", &image[..4]));
+        store
+            .export_images(&[image.to_string()], layerstore::ExportFormat::Oci, &layout)
+            .unwrap();
+        let rootfs = umoci_unpack(
+            &layout,
+            image,
+            &t.path().join(format!("bundle-{}", &image[..4])),
+        );
+        assert_same_tree(
+            root,
+            &rootfs,
+            &format!("{image} vs umoci unpack of its commit"),
+        );
+    }
+    let n = snapshot_names(&store).len();
+    let next = overlay_container(&store, "over:2", "next").unwrap();
+    assert_eq!(
+        snapshot_names(&store).len(),
+        n,
+        "the committed layer needs no unpack"
+    );
+    assert_same_tree_with_owners(&next.path, &over.path, "container of the commit");
+    assert!(store.container_diff("next").unwrap().is_empty());
+    assert_eq!(
+        fs::read_link(next.path.join("abs-link")).unwrap(),
+        Path::new("a//b/."),
+        "symlink target byte-exact"
+    );
+}
+
+#[test]
+fn overlay_stacks_deeper_than_one_mount_option_string() {
+    let t = tmp();
+    // A long store path: 70 lower directories of ~300 bytes each cannot go
+    // in one page of mount options.
+    let deep = t.path().join("d".repeat(200));
+    fs::create_dir_all(&deep).unwrap();
+    let mut layers = Vec::new();
+    for i in 0..70 {
+        let dir = deep.join(format!("l{i}"));
+        let name = format!("f{i}");
+        let mut files: Vec<(&str, &[u8])> = vec![(name.as_str(), b"layer")];
+        if i == 69 {
+            files.push((".wh.f0", b""));
+        }
+        write_tree(&dir, &files);
+        layers.push(gnu_tar_layer(&dir, &deep.join(format!("l{i}.tar"))));
+    }
+    let (store, _) = store_with(&deep, "tall:1", &layers);
+    let Some(c) = overlay_container(&store, "tall:1", "tall") else {
+        return;
+    };
+    let names = dir_names(&c.path);
+    assert_eq!(names.len(), 69, "{names:?}");
+    assert!(!names.contains("f0") && names.contains("f1") && names.contains("f69"));
+    fs::write(c.path.join("f5"), b"changed").unwrap();
+    let diff = store.container_diff("tall").unwrap();
+    assert_eq!(diff.len(), 1, "{diff:?}");
+    store.remove_container("tall").unwrap();
+}
+
+#[test]
+fn overlay_snapshots_are_verified_and_collected_safely() {
+    let t = tmp();
+    let layers = simple_image(t.path());
+    let (store, _) = store_with(t.path(), "snap:1", &layers);
+    let Some(c) = overlay_container(&store, "snap:1", "c") else {
+        return;
+    };
+    let snaps = store.path().join("snapshots");
+    // The image name goes; the mounted container keeps its snapshots.
+    store.remove_image("snap:1").unwrap();
+    let report = store.gc(&GcOptions::default()).unwrap();
+    assert_eq!(report.snapshots_removed, 0);
+    assert_eq!(fs::read(c.path.join("etc/motd")).unwrap(), b"welcome\n");
+
+    // An unpack that died, and a file layerstore did not make.
+    fs::create_dir_all(snaps.join(".tmp-0123456789abcdef/root")).unwrap();
+    fs::write(snaps.join(".tmp-0123456789abcdef/root/half"), b"x").unwrap();
+    fs::write(snaps.join("notes.txt"), b"mine").unwrap();
+    let (clean, report) = cli_json_status(store.path(), &["verify"]);
+    assert!(clean, "{report}");
+    assert!(
+        report.to_string().contains("interrupted snapshot unpack"),
+        "{report}"
+    );
+
+    // A snapshot file changed behind the store's back.
+    let base = snapshot_names(&store)
+        .into_iter()
+        .find(|n| snaps.join(n).join("root/etc/motd").exists())
+        .unwrap();
+    fs::write(snaps.join(&base).join("root/etc/motd"), b"tampered\n").unwrap();
+    let (clean, _) = cli_json_status(store.path(), &["verify"]);
+    assert!(clean, "the quick check does not read snapshot files");
+    let (clean, report) = cli_json_status(store.path(), &["verify", "--full"]);
+    assert!(!clean, "{report}");
+    let text = report.to_string();
+    assert!(text.contains(&base) && text.contains("/etc/motd"), "{text}");
+    let out = cli_run(store.path(), &["verify", "--full"]);
+    assert!(!out.status.success());
+
+    // The upper directory replaced by a symlink is never read through.
+    store.unmount_container("c").unwrap();
+    let upper = c.path.parent().unwrap().join("upper");
+    fs::rename(&upper, t.path().join("moved-upper")).unwrap();
+    std::os::unix::fs::symlink(t.path(), &upper).unwrap();
+    let err = store.container_diff("c").unwrap_err().to_string();
+    assert!(err.contains("not a directory"), "{err}");
+    fs::remove_file(&upper).unwrap();
+    fs::rename(t.path().join("moved-upper"), &upper).unwrap();
+
+    store.remove_container("c").unwrap();
+    let report = store.gc(&GcOptions::default()).unwrap();
+    assert_eq!(
+        report.snapshots_removed, 3,
+        "two unused snapshots and the dead unpack"
+    );
+    assert!(snapshot_names(&store).is_empty(), "{:?}", dir_names(&snaps));
+    assert!(!snaps.join(".tmp-0123456789abcdef").exists());
+    assert_eq!(fs::read(snaps.join("notes.txt")).unwrap(), b"mine");
 }

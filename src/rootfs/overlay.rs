@@ -44,7 +44,7 @@ pub(crate) fn mount_overlay(spec: &OverlaySpec<'_>, target: &Path) -> io::Result
             "an overlay needs at least one lower layer",
         ));
     }
-    match mount_with_fs_api(spec, target) {
+    match mount_with_fs_api(spec, target)? {
         Ok(()) => Ok(()),
         // No new mount API, or no `lowerdir+` (before Linux 6.8).
         Err(Errno::NOSYS | Errno::INVAL | Errno::NOPKG) => mount_classic(spec, target),
@@ -52,43 +52,97 @@ pub(crate) fn mount_overlay(spec: &OverlaySpec<'_>, target: &Path) -> io::Result
     }
 }
 
-fn mount_with_fs_api(spec: &OverlaySpec<'_>, target: &Path) -> rustix::io::Result<()> {
-    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
-    for lower in spec.lowers {
-        fsconfig_set_string(&fs, "lowerdir+", lower.as_path())?;
+/// Paths as the kernel is given them: the real path where it is short
+/// enough, else `/proc/self/fd/N` of an open handle on the directory (the
+/// kernel follows that link to the same directory), so neither a long
+/// store path nor many layers overflow a mount option.
+struct ShortPaths {
+    handles: Vec<std::os::fd::OwnedFd>,
+}
+
+impl ShortPaths {
+    fn new() -> ShortPaths {
+        ShortPaths {
+            handles: Vec::new(),
+        }
     }
-    if let Some((upper, work)) = spec.upper {
-        fsconfig_set_string(&fs, "upperdir", upper)?;
-        fsconfig_set_string(&fs, "workdir", work)?;
+
+    fn get(&mut self, path: &Path, limit: usize) -> io::Result<String> {
+        use std::os::fd::AsRawFd;
+        if let Some(s) = path.to_str()
+            && s.len() <= limit
+        {
+            return Ok(s.to_string());
+        }
+        let fd = rustix::fs::open(
+            path,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?;
+        let short = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        self.handles.push(fd);
+        Ok(short)
     }
-    for (key, value) in [
-        ("redirect_dir", "off"),
-        ("metacopy", "off"),
-        ("index", "off"),
-    ] {
-        // Older kernels may not know every option; their default is off.
-        let _ = fsconfig_set_string(&fs, key, value);
+}
+
+/// The most the new mount API takes in one string value.
+const FS_VALUE_MAX: usize = 255;
+
+fn mount_with_fs_api(spec: &OverlaySpec<'_>, target: &Path) -> io::Result<Result<(), Errno>> {
+    let mut paths = ShortPaths::new();
+    {
+        let fs = match fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC) {
+            Ok(fs) => fs,
+            Err(e) => return Ok(Err(e)),
+        };
+        for lower in spec.lowers {
+            let value = paths.get(lower, FS_VALUE_MAX)?;
+            if let Err(e) = fsconfig_set_string(&fs, "lowerdir+", value.as_str()) {
+                return Ok(Err(e));
+            }
+        }
+        if let Some((upper, work)) = spec.upper {
+            for (key, dir) in [("upperdir", upper), ("workdir", work)] {
+                let value = paths.get(dir, FS_VALUE_MAX)?;
+                if let Err(e) = fsconfig_set_string(&fs, key, value.as_str()) {
+                    return Ok(Err(e));
+                }
+            }
+        }
+        for (key, value) in [
+            ("redirect_dir", "off"),
+            ("metacopy", "off"),
+            ("index", "off"),
+        ] {
+            // Older kernels may not know every option; their default is off.
+            let _ = fsconfig_set_string(&fs, key, value);
+        }
+        if let Err(e) = fsconfig_create(&fs) {
+            return Ok(Err(e));
+        }
+        let attrs = if spec.upper.is_none() {
+            MountAttrFlags::MOUNT_ATTR_RDONLY
+        } else {
+            MountAttrFlags::empty()
+        };
+        let mnt = match fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs) {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(move_mount(
+            &mnt,
+            "",
+            CWD,
+            target,
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        ))
     }
-    fsconfig_create(&fs)?;
-    let attrs = if spec.upper.is_none() {
-        MountAttrFlags::MOUNT_ATTR_RDONLY
-    } else {
-        MountAttrFlags::empty()
-    };
-    let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)?;
-    move_mount(
-        &mnt,
-        "",
-        CWD,
-        target,
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-    )
 }
 
 /// `a,b:c\d` as overlay's option parser reads it back.
-fn escaped(path: &Path) -> String {
+fn escaped(path: &str) -> String {
     let mut out = String::new();
-    for c in path.to_string_lossy().chars() {
+    for c in path.chars() {
         if matches!(c, ',' | ':' | '\\') {
             out.push('\\');
         }
@@ -97,28 +151,31 @@ fn escaped(path: &Path) -> String {
     out
 }
 
-fn mount_classic(spec: &OverlaySpec<'_>, target: &Path) -> io::Result<()> {
-    let all_utf8 = spec
-        .lowers
-        .iter()
-        .map(PathBuf::as_path)
-        .chain(spec.upper.into_iter().flat_map(|(u, w)| [u, w]))
-        .all(|p| p.to_str().is_some());
-    if !all_utf8 {
-        return Err(io::Error::other(
-            "the store's path is not UTF-8, which overlay's option string cannot carry",
-        ));
+fn classic_options(
+    spec: &OverlaySpec<'_>,
+    paths: &mut ShortPaths,
+    limit: usize,
+) -> io::Result<String> {
+    let mut lowers = Vec::with_capacity(spec.lowers.len());
+    for lower in spec.lowers {
+        lowers.push(escaped(&paths.get(lower, limit)?));
     }
-    let lowers: Vec<String> = spec.lowers.iter().map(|p| escaped(p)).collect();
     let mut options = format!("lowerdir={}", lowers.join(":"));
     if let Some((upper, work)) = spec.upper {
-        options.push_str(&format!(
-            ",upperdir={},workdir={}",
-            escaped(upper),
-            escaped(work)
-        ));
+        let upper = escaped(&paths.get(upper, limit)?);
+        let work = escaped(&paths.get(work, limit)?);
+        options.push_str(&format!(",upperdir={upper},workdir={work}"));
     }
     options.push_str(",redirect_dir=off,metacopy=off,index=off");
+    Ok(options)
+}
+
+fn mount_classic(spec: &OverlaySpec<'_>, target: &Path) -> io::Result<()> {
+    let mut paths = ShortPaths::new();
+    let mut options = classic_options(spec, &mut paths, usize::MAX)?;
+    if options.len() > OPTIONS_MAX {
+        options = classic_options(spec, &mut paths, 0)?;
+    }
     if options.len() > OPTIONS_MAX {
         return Err(io::Error::other(format!(
             "{} layers do not fit in one overlay option string ({} bytes, at most {OPTIONS_MAX}) \
@@ -270,7 +327,7 @@ mod tests {
 
     #[test]
     fn escaping_and_mountinfo() {
-        assert_eq!(escaped(Path::new("/a,b:c\\d")), "/a\\,b\\:c\\\\d");
+        assert_eq!(escaped("/a,b:c\\d"), "/a\\,b\\:c\\\\d");
         assert_eq!(unescape_mountinfo(b"/a\\040b\\134"), b"/a b\\");
         assert_eq!(unescape_mountinfo(b"/x\\04"), b"/x\\04");
     }
