@@ -1022,7 +1022,7 @@ fn overlay_containers_share_one_snapshot_per_layer() {
     let (store, _) = store_with(dir, "big:1", &l[..3]);
     store
         .import_image(
-            &layout_of(dir, "other:1", &[l[0].clone(), l[3].clone()]),
+            layout_of(dir, "other:1", &[l[0].clone(), l[3].clone()]),
             None,
         )
         .unwrap();
@@ -1073,7 +1073,7 @@ fn overlay_containers_share_one_snapshot_per_layer() {
         .path()
         .join("snapshots")
         .join(
-            &snapshot_names(&store)
+            snapshot_names(&store)
                 .into_iter()
                 .find(|n| {
                     fs::read_to_string(store.path().join("snapshots").join(n).join("files"))
