@@ -88,15 +88,56 @@ pub(crate) struct Snapshots {
 pub(crate) fn ensure_snapshots(store: &Store, layers: &[Digest]) -> Result<Snapshots> {
     let _lock = store.lock(crate::store::LockMode::Shared)?;
     let chains = chain_ids(layers);
-    let mut roots: Vec<PathBuf> = Vec::with_capacity(layers.len());
+    // Unpacked but not yet in place: later layers of the stack unpack over
+    // them where they are, and one sync makes them all durable.
+    let mut pending: Vec<Unpacked> = Vec::new();
+    let mut lowers: Vec<PathBuf> = Vec::with_capacity(layers.len());
     for (layer, chain) in layers.iter().zip(&chains) {
-        let root = snapshot_root(store, chain);
-        if !snapshot_dir(store, chain).join("files").is_file() {
-            build(store, layer, chain, &roots)?;
+        if snapshot_dir(store, chain).join("files").is_file() {
+            lowers.push(snapshot_root(store, chain));
+        } else {
+            let unpacked = build(store, layer, chain, &lowers)?;
+            lowers.push(unpacked.tmp.join("root"));
+            pending.push(unpacked);
         }
-        roots.push(root);
     }
-    Ok(Snapshots { roots })
+    if !pending.is_empty() {
+        let dir = store.snapshots_dir();
+        rustix::fs::syncfs(File::open(&dir).context(|| format!("opening {}", dir.display()))?)
+            .map_err(|e| Error::io(format!("syncing {}", dir.display()), e.into()))?;
+        for unpacked in &pending {
+            // Another process may have put the same snapshot in place first.
+            if fs::rename(&unpacked.tmp, &unpacked.target).is_err()
+                && !unpacked.target.join("files").is_file()
+            {
+                return Err(Error::io(
+                    format!("moving the snapshot into {}", unpacked.target.display()),
+                    io::Error::other("rename failed"),
+                ));
+            }
+        }
+        crate::util::fs::sync_dir(&dir)?;
+    }
+    Ok(Snapshots {
+        roots: chains.iter().map(|c| snapshot_root(store, c)).collect(),
+    })
+}
+
+/// A snapshot unpacked and listed under `.tmp-<tag>`, waiting to be synced
+/// and renamed to `target`; removed if dropped before.
+struct Unpacked {
+    tmp: PathBuf,
+    target: PathBuf,
+    _claim: OwnerClaim,
+}
+
+impl Drop for Unpacked {
+    fn drop(&mut self) {
+        if self.tmp.exists() {
+            let _ = unmount_overlay(&self.tmp.join("merged"));
+            let _ = remove_tree(&self.tmp);
+        }
+    }
 }
 
 /// Unmounts the unpack's overlay however the unpack ends.
@@ -108,12 +149,16 @@ impl Drop for Mounted<'_> {
     }
 }
 
-fn build(store: &Store, layer: &Digest, chain: &Digest, below: &[PathBuf]) -> Result<()> {
+fn build(store: &Store, layer: &Digest, chain: &Digest, below: &[PathBuf]) -> Result<Unpacked> {
     let dir = store.snapshots_dir();
     fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
     let tag = random_hex(8);
     let tmp = dir.join(format!(".tmp-{tag}"));
-    let _claim = OwnerClaim::take(dir.join(format!(".owner-{tag}")))?;
+    let unpacked = Unpacked {
+        tmp: tmp.clone(),
+        target: snapshot_dir(store, chain),
+        _claim: OwnerClaim::take(dir.join(format!(".owner-{tag}")))?,
+    };
     let result = (|| -> Result<()> {
         fs::create_dir(&tmp).context(|| format!("creating {}", tmp.display()))?;
         let root = tmp.join("root");
@@ -158,25 +203,10 @@ fn build(store: &Store, layer: &Digest, chain: &Digest, below: &[PathBuf]) -> Re
                 remove_tree(&merged)?;
             }
         }
-        write_file_list(&root, &tmp.join("files"), layer, chain)?;
-        rustix::fs::syncfs(File::open(&tmp).context(|| format!("opening {}", tmp.display()))?)
-            .map_err(|e| Error::io(format!("syncing {}", tmp.display()), e.into()))?;
-        let target = snapshot_dir(store, chain);
-        if fs::rename(&tmp, &target).is_err() && !target.join("files").is_file() {
-            return Err(Error::io(
-                format!("moving the snapshot into {}", target.display()),
-                io::Error::other("rename failed"),
-            ));
-        }
-        crate::util::fs::sync_dir(&dir)
+        write_file_list(&root, &tmp.join("files"), layer, chain)
     })();
-    // Left over only if another process made the same snapshot first, or
-    // on error.
-    if tmp.exists() {
-        let _ = unmount_overlay(&tmp.join("merged"));
-        let _ = remove_tree(&tmp);
-    }
-    result
+    // On error, dropping `unpacked` removes what was made.
+    result.map(|()| unpacked)
 }
 
 /// Gives `dst` (an empty directory) the mode, owner and times of `src`.
