@@ -54,47 +54,60 @@ fn scan(root: &Path) -> Result<BTreeMap<Vec<u8>, FsEntry>> {
             root.join(os_path(&rel))
         };
         let meta = fs::symlink_metadata(&path).context(|| format!("reading {}", path.display()))?;
-        let ft = meta.file_type();
-        let kind = if ft.is_dir() {
+        if meta.is_dir() {
             for entry in fs::read_dir(&path).context(|| format!("listing {}", path.display()))? {
                 let entry = entry.context(|| format!("listing {}", path.display()))?;
                 stack.push(entry::join(&rel, entry.file_name().as_bytes()));
             }
-            NodeKind::Dir
-        } else if ft.is_file() {
-            NodeKind::File {
-                size: meta.len(),
-                hash: [0; 32],
-            }
-        } else if ft.is_symlink() {
-            let target = fs::read_link(&path).context(|| format!("reading {}", path.display()))?;
-            NodeKind::Symlink(target.as_os_str().as_bytes().to_vec())
-        } else if ft.is_char_device() {
-            NodeKind::Char(rfs::major(meta.rdev()), rfs::minor(meta.rdev()))
-        } else if ft.is_block_device() {
-            NodeKind::Block(rfs::major(meta.rdev()), rfs::minor(meta.rdev()))
-        } else if ft.is_fifo() {
-            NodeKind::Fifo
-        } else {
-            continue; // sockets cannot be put in a layer
-        };
-        out.insert(
-            rel,
-            FsEntry {
-                node: Node {
-                    kind,
-                    mode: meta.mode() & 0o7777,
-                    uid: u64::from(meta.uid()),
-                    gid: u64::from(meta.gid()),
-                },
-                dev: meta.dev(),
-                ino: meta.ino(),
-                nlink: meta.nlink(),
-                mtime: meta.mtime(),
-            },
-        );
+        }
+        // Sockets cannot be put in a layer.
+        if let Some(node) = node_of(&path, &meta)? {
+            out.insert(rel, fs_entry(node, &meta));
+        }
     }
     Ok(out)
+}
+
+/// The node of what is at `path` (`meta`: its `lstat`); None for a socket.
+/// File nodes carry no hash (all zero).
+pub(super) fn node_of(path: &Path, meta: &fs::Metadata) -> Result<Option<Node>> {
+    let ft = meta.file_type();
+    let kind = if ft.is_dir() {
+        NodeKind::Dir
+    } else if ft.is_file() {
+        NodeKind::File {
+            size: meta.len(),
+            hash: [0; 32],
+        }
+    } else if ft.is_symlink() {
+        let target = fs::read_link(path).context(|| format!("reading {}", path.display()))?;
+        NodeKind::Symlink(target.as_os_str().as_bytes().to_vec())
+    } else if ft.is_char_device() {
+        NodeKind::Char(rfs::major(meta.rdev()), rfs::minor(meta.rdev()))
+    } else if ft.is_block_device() {
+        NodeKind::Block(rfs::major(meta.rdev()), rfs::minor(meta.rdev()))
+    } else if ft.is_fifo() {
+        NodeKind::Fifo
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(Node {
+        kind,
+        mode: meta.mode() & 0o7777,
+        uid: u64::from(meta.uid()),
+        gid: u64::from(meta.gid()),
+    }))
+}
+
+/// A container's entry from its node and `lstat`.
+pub(super) fn fs_entry(node: Node, meta: &fs::Metadata) -> FsEntry {
+    FsEntry {
+        node,
+        dev: meta.dev(),
+        ino: meta.ino(),
+        nlink: meta.nlink(),
+        mtime: meta.mtime(),
+    }
 }
 
 pub(super) fn open_nofollow(path: &Path) -> io::Result<File> {

@@ -17,10 +17,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::diff::{Comparison, FsEntry, differs, os_path};
+use super::diff::{Comparison, FsEntry, differs, fs_entry, node_of, os_path};
 use crate::error::{Error, IoContext, Result};
 use crate::rootfs::entry;
 use crate::rootfs::overlay::{OverlaySpec, is_mount_point, mount_overlay, unmount_overlay};
@@ -111,52 +110,6 @@ pub(super) fn mount(store: &Store, row: &ContainerRow) -> Result<PathBuf> {
 pub(super) fn unmount(store: &Store, row: &ContainerRow) -> Result<()> {
     let root = store.containers_dir().join(&row.id).join("rootfs");
     unmount_overlay(&root).context(|| format!("unmounting {}", root.display()))
-}
-
-fn node_of(shown_path: &Path, meta: &fs::Metadata) -> Result<Option<Node>> {
-    let ft = meta.file_type();
-    let kind = if ft.is_dir() {
-        NodeKind::Dir
-    } else if ft.is_file() {
-        NodeKind::File {
-            size: meta.len(),
-            hash: [0; 32],
-        }
-    } else if ft.is_symlink() {
-        let target =
-            fs::read_link(shown_path).context(|| format!("reading {}", shown_path.display()))?;
-        NodeKind::Symlink(target.as_os_str().as_bytes().to_vec())
-    } else if ft.is_char_device() {
-        NodeKind::Char(
-            rustix::fs::major(meta.rdev()),
-            rustix::fs::minor(meta.rdev()),
-        )
-    } else if ft.is_block_device() {
-        NodeKind::Block(
-            rustix::fs::major(meta.rdev()),
-            rustix::fs::minor(meta.rdev()),
-        )
-    } else if ft.is_fifo() {
-        NodeKind::Fifo
-    } else {
-        return Ok(None);
-    };
-    Ok(Some(Node {
-        kind,
-        mode: meta.mode() & 0o7777,
-        uid: u64::from(meta.uid()),
-        gid: u64::from(meta.gid()),
-    }))
-}
-
-fn fs_entry(node: Node, meta: &fs::Metadata) -> FsEntry {
-    FsEntry {
-        node,
-        dev: meta.dev(),
-        ino: meta.ino(),
-        nlink: meta.nlink(),
-        mtime: meta.mtime(),
-    }
 }
 
 /// The image's node at a path, with the BLAKE3 of a file's content when
