@@ -1142,6 +1142,38 @@ fn overlay_containers_are_isolated_and_survive_umount() {
     // The merged root is the image, as umoci unpacks it.
     let rootfs = umoci_unpack(&layout, "iso:1", &t.path().join("bundle"));
     assert_same_tree(&c1.path, &rootfs, "overlay container vs umoci unpack");
+    // The opaque marker of layer 2 became the overlay xattr, with no
+    // whiteouts left under it; its `.wh.file` became a whiteout device.
+    let snaps = store.path().join("snapshots");
+    let second = snapshot_names(&store)
+        .into_iter()
+        .find(|n| {
+            fs::read_to_string(snaps.join(n).join("files"))
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap()
+                .ends_with(&format!(" {}", sha(&layers[1])))
+        })
+        .expect("layer 2's snapshot");
+    let root2 = snaps.join(&second).join("root");
+    let mut value = [0u8; 8];
+    let n = rustix::fs::lgetxattr(
+        root2.join("opaque"),
+        "trusted.overlay.opaque",
+        &mut value[..],
+    )
+    .expect("opaque xattr");
+    assert_eq!(&value[..n], b"y");
+    assert_eq!(
+        dir_names(&root2.join("opaque")),
+        BTreeSet::from(["new".to_string()])
+    );
+    let wh = fs::symlink_metadata(root2.join("gone/file")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &wh.file_type()
+    ));
+    assert_eq!(wh.rdev(), 0);
 
     fs::write(c1.path.join("new-file"), b"only in one").unwrap();
     let mut f = fs::OpenOptions::new()

@@ -77,6 +77,8 @@ pub(crate) struct Applier {
     pub entries: u64,
     /// Whiteouts applied.
     pub whiteouts: u64,
+    /// Directories an opaque marker cleared (resolved paths), in order.
+    pub opaque_dirs: Vec<Vec<u8>>,
     /// Things skipped.
     pub warnings: Vec<String>,
 }
@@ -96,6 +98,7 @@ impl Applier {
             deferred: BTreeMap::new(),
             entries: 0,
             whiteouts: 0,
+            opaque_dirs: Vec::new(),
             warnings: Vec::new(),
         })
     }
@@ -285,9 +288,11 @@ impl Applier {
             return Ok(());
         };
         match wh {
-            Whiteout::Opaque => self
-                .clear_untouched(&parent, touched)
-                .map_err(|e| at.failed("applying opaque whiteout", e))?,
+            Whiteout::Opaque => {
+                self.clear_untouched(&parent, touched)
+                    .map_err(|e| at.failed("applying opaque whiteout", e))?;
+                self.opaque_dirs.push(parent.path.clone());
+            }
             Whiteout::Remove(target) => {
                 let full = join(&parent.path, target);
                 // Whiteouts hide lower layers, never this layer's entries.

@@ -190,6 +190,7 @@ fn build(store: &Store, layer: &Digest, chain: &Digest, below: &[PathBuf]) -> Re
                 store.stream_layer(layer, |r| applier.apply_layer(r, layer))?;
                 let dated = applier.dated_dirs();
                 applier.finish()?;
+                let opaque = std::mem::take(&mut applier.opaque_dirs);
                 drop(applier);
                 drop(mounted);
                 if crate::rootfs::overlay::is_mount_point(&merged) {
@@ -197,6 +198,9 @@ fn build(store: &Store, layer: &Digest, chain: &Digest, below: &[PathBuf]) -> Re
                         format!("unmounting {}", merged.display()),
                         io::Error::other("the overlay is still mounted"),
                     ));
+                }
+                for rel in &opaque {
+                    make_opaque(&root, rel)?;
                 }
                 restore_copied_up_times(&root, &dated, &LayerStack::new(lowers))?;
                 remove_tree(&work)?;
@@ -207,6 +211,55 @@ fn build(store: &Store, layer: &Digest, chain: &Digest, below: &[PathBuf]) -> Re
     })();
     // On error, dropping `unpacked` removes what was made.
     result.map(|()| unpacked)
+}
+
+/// Turns the upper directory `rel` that an opaque marker cleared through
+/// the mount (one whiteout per lower entry) into an opaque directory: the
+/// `trusted.overlay.opaque` xattr hides everything below it in lower
+/// layers, so the whiteouts in its subtree are redundant and go. A path
+/// that is no longer a real directory (a later entry of the layer replaced
+/// it) is left as it is.
+fn make_opaque(root: &Path, rel: &[u8]) -> Result<()> {
+    let mut path = root.to_path_buf();
+    for comp in rel.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+        path.push(std::ffi::OsStr::from_bytes(comp));
+        if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            return Ok(());
+        }
+    }
+    if rel.is_empty() {
+        // The root of a layer cannot be opaque; its whiteouts stay.
+        return Ok(());
+    }
+    rustix::fs::lsetxattr(
+        &path,
+        crate::rootfs::stack::OPAQUE_XATTR,
+        b"y",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .map_err(|e| Error::io(format!("marking {} opaque", path.display()), e.into()))?;
+    let mut stack = vec![path];
+    while let Some(dir) = stack.pop() {
+        // Removing entries must not change the directory's mtime.
+        let before = fs::symlink_metadata(&dir).context(|| format!("reading {}", dir.display()))?;
+        let mut removed = false;
+        for entry in fs::read_dir(&dir).context(|| format!("listing {}", dir.display()))? {
+            let entry = entry.context(|| format!("listing {}", dir.display()))?;
+            let meta = fs::symlink_metadata(entry.path())
+                .context(|| format!("reading {}", entry.path().display()))?;
+            if crate::rootfs::stack::is_whiteout(&meta) {
+                fs::remove_file(entry.path())
+                    .context(|| format!("removing {}", entry.path().display()))?;
+                removed = true;
+            } else if meta.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+        if removed {
+            set_mtime(&dir, &before)?;
+        }
+    }
+    Ok(())
 }
 
 /// Gives `dst` (an empty directory) the mode, owner and times of `src`.
