@@ -1401,3 +1401,78 @@ fn overlay_snapshots_are_verified_and_collected_safely() {
     assert!(!snaps.join(".tmp-0123456789abcdef").exists());
     assert_eq!(fs::read(snaps.join("notes.txt")).unwrap(), b"mine");
 }
+
+#[test]
+fn overlay_create_killed_at_each_step_leaves_nothing_used() {
+    let t = tmp();
+    let layers = three_layers(t.path());
+    let reference = t.path().join("reference");
+    for point in ["snapshot-mounted", "snapshot-synced", "container-recorded"] {
+        let dir = t.path().join(point);
+        fs::create_dir_all(&dir).unwrap();
+        let (store, _) = store_with(&dir, "k:1", &layers);
+        if !reference.exists() {
+            store.checkout("k:1", &reference).unwrap();
+        }
+        // Probe: overlay usable here at all?
+        let Some(_) = overlay_container(&store, "k:1", "probe") else {
+            return;
+        };
+        store.remove_container("probe").unwrap();
+        store.remove_image("k:1").unwrap();
+        assert_eq!(
+            store.gc(&GcOptions::default()).unwrap().snapshots_removed,
+            3
+        );
+        store
+            .import_image(layout_of(&dir, "k:1", &layers), None)
+            .unwrap();
+
+        let out = cli(store.path())
+            .args([
+                "container",
+                "create",
+                "k:1",
+                "--name",
+                "c",
+                "--sharing",
+                "overlay",
+            ])
+            .env("LAYERSTORE_CRASH_AT", point)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{point}: did not crash");
+        let recorded = store.container("c").is_ok();
+        assert_eq!(recorded, point == "container-recorded", "{point}");
+        if recorded {
+            // Recorded but never mounted: `path` mounts it.
+            assert!(!store.container("c").unwrap().mounted);
+            let path = store.mount_container("c").unwrap();
+            assert_same_tree_with_owners(&path, &reference, point);
+        }
+        // Whatever the crash left is never used: a new container is exact.
+        let fresh = overlay_container(&store, "k:1", "fresh").unwrap();
+        assert_same_tree_with_owners(&fresh.path, &reference, point);
+        // gc unmounts and removes the abandoned unpack; nothing is left.
+        store.gc(&GcOptions::default()).unwrap();
+        let snaps = store.path().join("snapshots");
+        let left: Vec<String> = dir_names(&snaps)
+            .into_iter()
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "{point}: {left:?}");
+        assert!(mounts_under(&snaps).is_empty(), "{point}");
+        let full = VerifyOptions {
+            full: true,
+            repair: false,
+        };
+        let report = store.verify(&full).unwrap();
+        assert!(report.is_clean(), "{point}: {report:?}");
+        for name in ["fresh", "c"] {
+            if store.container(name).is_ok() {
+                store.remove_container(name).unwrap();
+            }
+        }
+        assert!(mounts_under(store.path()).is_empty(), "{point}");
+    }
+}

@@ -164,6 +164,7 @@ pub(super) fn create(
             let _ = fs::rename(&final_dir, &tmp);
             return Err(e);
         }
+        crate::util::fault::point("container-recorded");
         if row.sharing == overlay::OVERLAY
             && let Err(e) = overlay::mount(store, &row)
         {

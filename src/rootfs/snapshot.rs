@@ -105,6 +105,7 @@ pub(crate) fn ensure_snapshots(store: &Store, layers: &[Digest]) -> Result<Snaps
         let dir = store.snapshots_dir();
         rustix::fs::syncfs(File::open(&dir).context(|| format!("opening {}", dir.display()))?)
             .map_err(|e| Error::io(format!("syncing {}", dir.display()), e.into()))?;
+        crate::util::fault::point("snapshot-synced");
         for unpacked in &pending {
             // Another process may have put the same snapshot in place first.
             if fs::rename(&unpacked.tmp, &unpacked.target).is_err()
@@ -186,6 +187,7 @@ fn build(store: &Store, layer: &Digest, chain: &Digest, below: &[PathBuf]) -> Re
                     Error::io(format!("mounting an overlay to unpack layer {layer}"), e)
                 })?;
                 let mounted = Mounted(&merged);
+                crate::util::fault::point("snapshot-mounted");
                 let mut applier = Applier::new(&merged, owners)?;
                 store.stream_layer(layer, |r| applier.apply_layer(r, layer))?;
                 let dated = applier.dated_dirs();

@@ -10,7 +10,9 @@ use std::sync::OnceLock;
 /// Every crash point the kill harness (tests/reliability.rs) schedules, in
 /// write-path order. `convert-before-commit` (gc converting a pending
 /// blob) is exercised by tests/exact_blobs.rs instead: the harness's
-/// layers are plain tars, which leave no blob pending.
+/// layers are plain tars, which leave no blob pending. The overlay
+/// container points (`snapshot-mounted`, `snapshot-synced`,
+/// `container-recorded`) are exercised by tests/containers.rs.
 pub const POINTS: &[&str] = &[
     "pack-written",
     "pack-synced",
