@@ -351,7 +351,7 @@ pub(crate) fn collect_garbage(store: &Store, dry_run: bool) -> Result<u64> {
     Ok(doomed.len() as u64)
 }
 
-// ---------------------------------------------------------------- diff
+// ---------------------------------------------------------------- snapshots
 
 /// Chain ids (hex) of the snapshots images and containers use.
 pub(crate) fn used_snapshots(store: &Store) -> Result<HashSet<String>> {

@@ -422,11 +422,17 @@ pub(crate) fn check_snapshot(dir: &Path, full: bool) -> Result<Option<String>> {
             "its file list does not start with {FILES_HEADER:?} (a newer layerstore made it?)"
         )));
     }
+    if !fs::symlink_metadata(dir.join("root")).is_ok_and(|m| m.is_dir()) {
+        return Ok(Some("its root directory is missing".into()));
+    }
     if !full {
         return Ok(None);
     }
     let recorded: Vec<String> = lines.collect::<io::Result<_>>().unwrap_or_default();
-    let now = describe(&dir.join("root"))?;
+    let now = match describe(&dir.join("root")) {
+        Ok(now) => now,
+        Err(e) => return Ok(Some(format!("its files cannot be read: {e}"))),
+    };
     let now: Vec<&String> = now.values().collect();
     for (i, line) in recorded.iter().enumerate() {
         match now.get(i) {

@@ -298,8 +298,8 @@ impl Store {
     }
 
     /// Bytes of the store's own files outside the pack directory (index,
-    /// WAL, lock). Container and checkout directories hold the user's
-    /// files, not stored data, and are not counted.
+    /// WAL, lock). Container, checkout and snapshot directories hold the user's
+    /// files or data derived from the packs, and are not counted.
     pub(crate) fn non_pack_bytes(&self) -> Result<u64> {
         crate::util::fs::dir_size(
             &self.root,
