@@ -126,6 +126,27 @@ fn checkout_equals_umoci_unpack() {
     assert!(report.whiteouts >= 4, "{report:?}");
     let rootfs = umoci_unpack(&layout, "test/three:1", &t.path().join("bundle"));
     assert_same_tree(&out, &rootfs, "layerstore checkout vs umoci unpack");
+    assert!(!report.from_snapshots);
+    // Once an overlay container unpacked the layers, a checkout copies
+    // from the snapshots instead of streaming; the tree is the same.
+    if overlay_container(&store, "test/three:1", "c").is_some() {
+        let again = t.path().join("from-snapshots");
+        let report = store.checkout("test/three:1", &again).unwrap();
+        assert!(report.from_snapshots, "{report:?}");
+        assert_eq!(report.whiteouts, 0);
+        assert!(report.entries > 10, "{report:?}");
+        assert_same_tree_with_owners(&again, &out, "checkout from snapshots vs streamed");
+        assert_same_tree(&again, &rootfs, "checkout from snapshots vs umoci unpack");
+        let a = fs::metadata(again.join("bin/tool")).unwrap();
+        let b = fs::metadata(again.join("bin/tool-hardlink")).unwrap();
+        assert_eq!(a.ino(), b.ino(), "hard links kept");
+        let left: Vec<String> = dir_names(&store.path().join("snapshots"))
+            .into_iter()
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        assert!(mounts_under(&store.path().join("snapshots")).is_empty());
+    }
 }
 
 #[test]

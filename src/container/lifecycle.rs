@@ -31,17 +31,24 @@ pub(super) fn checkout(store: &Store, image: &str, dir: &Path) -> Result<Checkou
     rootfs::prepare_empty_dir(dir)?;
     let owners = running_as_root();
     let layers: Vec<Digest> = record.layers.iter().map(|l| l.diff_id).collect();
-    match rootfs::apply_layers(store, &layers, dir, owners) {
-        Ok(applier) => Ok(CheckoutReport {
-            image: image.to_string(),
-            manifest: record.digest,
-            path: dir.to_path_buf(),
-            layers: layers.len() as u64,
-            entries: applier.entries,
-            whiteouts: applier.whiteouts,
-            owners_applied: owners,
-            warnings: applier.warnings,
-        }),
+    let report = |entries, whiteouts, warnings, from_snapshots| CheckoutReport {
+        image: image.to_string(),
+        manifest: record.digest,
+        path: dir.to_path_buf(),
+        layers: layers.len() as u64,
+        entries,
+        whiteouts,
+        owners_applied: owners,
+        warnings,
+        from_snapshots,
+    };
+    let result = match copy_from_snapshots(store, &layers, dir, owners) {
+        Some(copied) => copied.map(|entries| report(entries, 0, Vec::new(), true)),
+        None => rootfs::apply_layers(store, &layers, dir, owners)
+            .map(|a| report(a.entries, a.whiteouts, a.warnings, false)),
+    };
+    match result {
+        Ok(done) => Ok(done),
         Err(e) => {
             // Leave nothing half-written behind.
             if existed {
@@ -56,6 +63,65 @@ pub(super) fn checkout(store: &Store, image: &str, dir: &Path) -> Result<Checkou
             Err(e)
         }
     }
+}
+
+/// Copies the image's root filesystem from its layer snapshots, when every
+/// one exists (overlay containers of it were made) and overlay can mount
+/// here: a read-only overlay of them, copied out, instead of decompressing
+/// every layer again. None when that cannot be done.
+fn copy_from_snapshots(
+    store: &Store,
+    layers: &[Digest],
+    dir: &Path,
+    owners: bool,
+) -> Option<Result<u64>> {
+    use crate::rootfs::overlay::{OverlaySpec, mount_overlay, unmount_overlay};
+    use crate::rootfs::snapshot::snapshot_ready;
+    let snapshots = store.snapshots_dir();
+    if !owners || layers.is_empty() || !snapshots.is_dir() {
+        return None;
+    }
+    // Held while copying: gc must not remove the snapshots meanwhile.
+    let lock = store.lock(crate::store::LockMode::Shared).ok()?;
+    let roots = snapshot_ready(store, layers)?;
+    if roots.len() == 1 {
+        return Some(clone_tree(&roots[0], dir, owners));
+    }
+    if !overlay_usable(&snapshots) {
+        return None;
+    }
+    let tag = crate::util::fs::random_hex(8);
+    let tmp = snapshots.join(format!(".tmp-{tag}"));
+    let claim = OwnerClaim::take(snapshots.join(format!(".owner-{tag}"))).ok()?;
+    let merged = tmp.join("merged");
+    fs::create_dir_all(&merged).ok()?;
+    let lowers: Vec<PathBuf> = roots.into_iter().rev().collect();
+    let spec = OverlaySpec {
+        lowers: &lowers,
+        upper: None,
+    };
+    let copied = match mount_overlay(&spec, &merged) {
+        Ok(()) => {
+            let copied = clone_tree(&merged, dir, owners);
+            let unmounted = unmount_overlay(&merged);
+            copied.and_then(|n| {
+                unmounted
+                    .map(|()| n)
+                    .map_err(|e| Error::io(format!("unmounting {}", merged.display()), e))
+            })
+        }
+        // Copy nothing: stream from the packs instead.
+        Err(_) => {
+            let _ = remove_tree(&tmp);
+            return None;
+        }
+    };
+    if !crate::rootfs::overlay::is_mount_point(&merged) {
+        let _ = remove_tree(&tmp);
+    }
+    drop(claim);
+    drop(lock);
+    Some(copied)
 }
 
 // ---------------------------------------------------------------- sharing

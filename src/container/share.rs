@@ -111,8 +111,9 @@ fn copy_xattrs(src: &Path, dst: &Path) {
 
 /// Copies the tree `src` into the empty directory `dst` with all metadata,
 /// cloning file data (FICLONE; a plain copy if a clone fails) and keeping
-/// hard links.
-pub(super) fn clone_tree(src: &Path, dst: &Path, owners: bool) -> Result<()> {
+/// hard links. Returns how many entries it made (the root not counted).
+pub(super) fn clone_tree(src: &Path, dst: &Path, owners: bool) -> Result<u64> {
+    let mut made = 0u64;
     let mut dirs: Vec<(PathBuf, fs::Metadata)> = Vec::new();
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
@@ -125,6 +126,9 @@ pub(super) fn clone_tree(src: &Path, dst: &Path, owners: bool) -> Result<()> {
         let to = dst.join(&rel);
         let meta = fs::symlink_metadata(&from).map_err(io_at(&from))?;
         let ft = meta.file_type();
+        if !rel.as_os_str().is_empty() && !ft.is_socket() {
+            made += 1;
+        }
         if ft.is_dir() {
             if !rel.as_os_str().is_empty() {
                 fs::create_dir(&to).map_err(io_at(&to))?;
@@ -197,7 +201,7 @@ pub(super) fn clone_tree(src: &Path, dst: &Path, owners: bool) -> Result<()> {
             .map_err(io_at(&to))?;
         set_times(&to, &meta).map_err(io_at(&to))?;
     }
-    Ok(())
+    Ok(made)
 }
 
 // ---------------------------------------------------------------- lifecycle

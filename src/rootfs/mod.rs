@@ -59,6 +59,10 @@ pub struct CheckoutReport {
     /// Things that could not be applied and were skipped (device nodes
     /// when not root, xattrs the filesystem refused, ...).
     pub warnings: Vec<String>,
+    /// The tree was copied from the image's layer snapshots (which overlay
+    /// containers made) instead of streamed from the packs; `entries` then
+    /// counts the entries copied and `whiteouts` is 0.
+    pub from_snapshots: bool,
 }
 
 /// Checks `dir` is absent or an empty directory, and creates it (mode 0755).

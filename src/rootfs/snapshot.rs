@@ -124,6 +124,20 @@ pub(crate) fn ensure_snapshots(store: &Store, layers: &[Digest]) -> Result<Snaps
     })
 }
 
+/// The roots of the snapshots of `layers` (base first) if every one is
+/// complete; the caller holds the store lock shared while it uses them.
+pub(crate) fn snapshot_ready(store: &Store, layers: &[Digest]) -> Option<Vec<PathBuf>> {
+    chain_ids(layers)
+        .iter()
+        .map(|chain| {
+            snapshot_dir(store, chain)
+                .join("files")
+                .is_file()
+                .then(|| snapshot_root(store, chain))
+        })
+        .collect()
+}
+
 /// A snapshot unpacked and listed under `.tmp-<tag>`, waiting to be synced
 /// and renamed to `target`; removed if dropped before.
 struct Unpacked {

@@ -92,12 +92,17 @@ pub(crate) fn checkout(
     }
     outln!("{}", report.path.display());
     eprintln!(
-        "checked out {} ({}): {} layer(s), {} entries, {} whiteout(s){}",
+        "checked out {} ({}): {} layer(s), {} entries, {} whiteout(s){}{}",
         report.image,
         report.manifest,
         report.layers,
         report.entries,
         report.whiteouts,
+        if report.from_snapshots {
+            " (copied from the layer snapshots)"
+        } else {
+            ""
+        },
         if report.owners_applied {
             ""
         } else {
