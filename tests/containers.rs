@@ -1003,6 +1003,25 @@ fn snapshot_names(store: &Store) -> BTreeSet<String> {
         .collect()
 }
 
+/// The snapshot directory whose file list names `layer` (its tar) as its
+/// layer (the header line ends with the DiffID).
+fn snapshot_of(store: &Store, layer: &[u8]) -> PathBuf {
+    let snaps = store.path().join("snapshots");
+    let diff_id = format!(" {}", sha(layer));
+    let name = snapshot_names(store)
+        .into_iter()
+        .find(|n| {
+            fs::read_to_string(snaps.join(n).join("files"))
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap()
+                .ends_with(&diff_id)
+        })
+        .expect("the layer's snapshot");
+    snaps.join(name)
+}
+
 /// `du -sxb`: bytes under `path` on its own filesystem (mounts not counted
 /// twice).
 fn du(path: &Path) -> u64 {
@@ -1090,23 +1109,7 @@ fn overlay_containers_share_one_snapshot_per_layer() {
     );
 
     // A second image on the same base unpacks only its own layer.
-    let base_list = store
-        .path()
-        .join("snapshots")
-        .join(
-            snapshot_names(&store)
-                .into_iter()
-                .find(|n| {
-                    fs::read_to_string(store.path().join("snapshots").join(n).join("files"))
-                        .unwrap()
-                        .lines()
-                        .next()
-                        .unwrap()
-                        .ends_with(&format!(" {}", sha(&l[0])))
-                })
-                .expect("the base layer's snapshot"),
-        )
-        .join("files");
+    let base_list = snapshot_of(&store, &l[0]).join("files");
     let base_mtime = fs::metadata(&base_list).unwrap().modified().unwrap();
     let o = store
         .create_container_with("other:1", Some("o"), Sharing::Overlay)
@@ -1165,19 +1168,7 @@ fn overlay_containers_are_isolated_and_survive_umount() {
     assert_same_tree(&c1.path, &rootfs, "overlay container vs umoci unpack");
     // The opaque marker of layer 2 became the overlay xattr, with no
     // whiteouts left under it; its `.wh.file` became a whiteout device.
-    let snaps = store.path().join("snapshots");
-    let second = snapshot_names(&store)
-        .into_iter()
-        .find(|n| {
-            fs::read_to_string(snaps.join(n).join("files"))
-                .unwrap()
-                .lines()
-                .next()
-                .unwrap()
-                .ends_with(&format!(" {}", sha(&layers[1])))
-        })
-        .expect("layer 2's snapshot");
-    let root2 = snaps.join(&second).join("root");
+    let root2 = snapshot_of(&store, &layers[1]).join("root");
     let mut value = [0u8; 8];
     let n = rustix::fs::lgetxattr(
         root2.join("opaque"),

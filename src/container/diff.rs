@@ -14,6 +14,7 @@ use rustix::fs::{self as rfs, OFlags};
 use super::{Change, ChangeKind, not_found, rootfs};
 use crate::error::{Error, IoContext, Result};
 use crate::rootfs::entry;
+use crate::rootfs::fsops::path_under;
 use crate::rootfs::tree::{Node, NodeKind, Tree, children, parent_of};
 use crate::store::Store;
 use crate::store::digest::Digest;
@@ -48,11 +49,7 @@ fn scan(root: &Path) -> Result<BTreeMap<Vec<u8>, FsEntry>> {
     let mut out = BTreeMap::new();
     let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
     while let Some(rel) = stack.pop() {
-        let path = if rel.is_empty() {
-            root.to_path_buf()
-        } else {
-            root.join(os_path(&rel))
-        };
+        let path = path_under(root, &rel);
         let meta = fs::symlink_metadata(&path).context(|| format!("reading {}", path.display()))?;
         if meta.is_dir() {
             for entry in fs::read_dir(&path).context(|| format!("listing {}", path.display()))? {

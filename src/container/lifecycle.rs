@@ -403,10 +403,7 @@ pub(crate) fn collect_garbage(store: &Store, dry_run: bool) -> Result<u64> {
         .collect();
     if !dry_run {
         for path in &doomed {
-            for mount in crate::rootfs::overlay::mounts_below(path) {
-                crate::rootfs::overlay::unmount_overlay(&mount)
-                    .context(|| format!("unmounting {}", mount.display()))?;
-            }
+            crate::rootfs::overlay::unmount_below(path)?;
             if path.is_dir() {
                 remove_tree(path)?;
             } else {

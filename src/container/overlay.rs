@@ -19,9 +19,10 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::diff::{Comparison, FsEntry, differs, fs_entry, node_of, os_path};
+use super::diff::{Comparison, FsEntry, differs, fs_entry, node_of};
 use crate::error::{Error, IoContext, Result};
 use crate::rootfs::entry;
+use crate::rootfs::fsops::path_under;
 use crate::rootfs::overlay::{OverlaySpec, is_mount_point, mount_overlay, unmount_overlay};
 use crate::rootfs::snapshot::{Snapshots, copy_dir_meta, ensure_snapshots};
 use crate::rootfs::stack::{LayerStack, Shown, is_opaque, is_whiteout};
@@ -176,11 +177,7 @@ pub(super) fn compare_upper(store: &Store, row: &ContainerRow) -> Result<Compari
     from_upper.push(Vec::new());
     let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
     while let Some(rel) = stack.pop() {
-        let dir = if rel.is_empty() {
-            upper.clone()
-        } else {
-            upper.join(os_path(&rel))
-        };
+        let dir = path_under(&upper, &rel);
         let mut names: HashSet<Vec<u8>> = HashSet::new();
         let mut whiteouts = false;
         for item in fs::read_dir(&dir).context(|| format!("listing {}", dir.display()))? {

@@ -10,13 +10,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, Timespec, Timestamps};
+use rustix::fs::{self as rfs, Mode, OFlags};
 
 use super::checkouts_dir;
 use super::lifecycle::owner_file;
 use crate::error::{Error, IoContext, Result};
 use crate::rootfs;
-use crate::rootfs::fsops::remove_tree;
+use crate::rootfs::fsops::{remove_tree, set_mtime_from};
 use crate::store::Store;
 use crate::store::digest::Digest;
 use crate::util::fs::OwnerClaim;
@@ -76,23 +76,6 @@ pub(super) fn ensure_base(
         ));
     }
     Ok(base)
-}
-
-fn set_times(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
-    let t = Timespec {
-        tv_sec: meta.mtime(),
-        tv_nsec: meta.mtime_nsec() as _,
-    };
-    rfs::utimensat(
-        rfs::CWD,
-        path,
-        &Timestamps {
-            last_access: t,
-            last_modification: t,
-        },
-        AtFlags::SYMLINK_NOFOLLOW,
-    )?;
-    Ok(())
 }
 
 fn copy_xattrs(src: &Path, dst: &Path) {
@@ -188,7 +171,7 @@ pub(super) fn clone_tree(src: &Path, dst: &Path, owners: bool) -> Result<u64> {
                 .map_err(io_at(&to))?;
         }
         copy_xattrs(&from, &to);
-        set_times(&to, &meta).map_err(io_at(&to))?;
+        set_mtime_from(&to, &meta).map_err(io_at(&to))?;
     }
     // Directories last, deepest first.
     for (to, meta) in dirs.into_iter().rev() {
@@ -199,7 +182,7 @@ pub(super) fn clone_tree(src: &Path, dst: &Path, owners: bool) -> Result<u64> {
         copy_xattrs(&to, &to);
         fs::set_permissions(&to, fs::Permissions::from_mode(meta.mode() & 0o7777))
             .map_err(io_at(&to))?;
-        set_times(&to, &meta).map_err(io_at(&to))?;
+        set_mtime_from(&to, &meta).map_err(io_at(&to))?;
     }
     Ok(made)
 }

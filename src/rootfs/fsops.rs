@@ -29,6 +29,30 @@ pub(crate) fn ts(t: (i64, u32)) -> Timestamps {
     }
 }
 
+/// The path of `rel` (`a/b`, the root is empty) under `root`: `root` itself
+/// for the root, never `root/` (a trailing slash would follow a symlink put
+/// in the root's place).
+pub(crate) fn path_under(root: &Path, rel: &[u8]) -> std::path::PathBuf {
+    if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(os(rel))
+    }
+}
+
+/// Sets the access and modification times of `path` (never following a
+/// symlink) to the mtime in `meta`.
+pub(crate) fn set_mtime_from(path: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    rfs::utimensat(
+        rfs::CWD,
+        path,
+        &ts((meta.mtime(), meta.mtime_nsec() as u32)),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    Ok(())
+}
+
 /// Lists a directory's entries (without `.` and `..`).
 pub(crate) fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
     let mut out = Vec::new();

@@ -90,53 +90,51 @@ const FS_VALUE_MAX: usize = 255;
 
 fn mount_with_fs_api(spec: &OverlaySpec<'_>, target: &Path) -> io::Result<Result<(), Errno>> {
     let mut paths = ShortPaths::new();
-    {
-        let fs = match fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC) {
-            Ok(fs) => fs,
-            Err(e) => return Ok(Err(e)),
-        };
-        for lower in spec.lowers {
-            let value = paths.get(lower, FS_VALUE_MAX)?;
-            if let Err(e) = fsconfig_set_string(&fs, "lowerdir+", value.as_str()) {
+    let fs = match fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC) {
+        Ok(fs) => fs,
+        Err(e) => return Ok(Err(e)),
+    };
+    for lower in spec.lowers {
+        let value = paths.get(lower, FS_VALUE_MAX)?;
+        if let Err(e) = fsconfig_set_string(&fs, "lowerdir+", value.as_str()) {
+            return Ok(Err(e));
+        }
+    }
+    if let Some((upper, work)) = spec.upper {
+        for (key, dir) in [("upperdir", upper), ("workdir", work)] {
+            let value = paths.get(dir, FS_VALUE_MAX)?;
+            if let Err(e) = fsconfig_set_string(&fs, key, value.as_str()) {
                 return Ok(Err(e));
             }
         }
-        if let Some((upper, work)) = spec.upper {
-            for (key, dir) in [("upperdir", upper), ("workdir", work)] {
-                let value = paths.get(dir, FS_VALUE_MAX)?;
-                if let Err(e) = fsconfig_set_string(&fs, key, value.as_str()) {
-                    return Ok(Err(e));
-                }
-            }
-        }
-        for (key, value) in [
-            ("redirect_dir", "off"),
-            ("metacopy", "off"),
-            ("index", "off"),
-        ] {
-            // Older kernels may not know every option; their default is off.
-            let _ = fsconfig_set_string(&fs, key, value);
-        }
-        if let Err(e) = fsconfig_create(&fs) {
-            return Ok(Err(e));
-        }
-        let attrs = if spec.upper.is_none() {
-            MountAttrFlags::MOUNT_ATTR_RDONLY
-        } else {
-            MountAttrFlags::empty()
-        };
-        let mnt = match fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs) {
-            Ok(m) => m,
-            Err(e) => return Ok(Err(e)),
-        };
-        Ok(move_mount(
-            &mnt,
-            "",
-            CWD,
-            target,
-            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-        ))
     }
+    for (key, value) in [
+        ("redirect_dir", "off"),
+        ("metacopy", "off"),
+        ("index", "off"),
+    ] {
+        // Older kernels may not know every option; their default is off.
+        let _ = fsconfig_set_string(&fs, key, value);
+    }
+    if let Err(e) = fsconfig_create(&fs) {
+        return Ok(Err(e));
+    }
+    let attrs = if spec.upper.is_none() {
+        MountAttrFlags::MOUNT_ATTR_RDONLY
+    } else {
+        MountAttrFlags::empty()
+    };
+    let mnt = match fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs) {
+        Ok(m) => m,
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(move_mount(
+        &mnt,
+        "",
+        CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    ))
 }
 
 /// `a,b:c\d` as overlay's option parser reads it back.
@@ -235,6 +233,16 @@ pub(crate) fn is_mount_point(path: &Path) -> bool {
         Ok(p) => (p.stx_dev_major, p.stx_dev_minor) != (st.stx_dev_major, st.stx_dev_minor),
         Err(_) => false,
     }
+}
+
+/// Unmounts every mount at or below `dir`, deepest first, so that what is
+/// there can be removed without reaching into another filesystem.
+pub(crate) fn unmount_below(dir: &Path) -> crate::error::Result<()> {
+    for mount in mounts_below(dir) {
+        unmount_overlay(&mount)
+            .map_err(|e| crate::error::Error::io(format!("unmounting {}", mount.display()), e))?;
+    }
+    Ok(())
 }
 
 /// Mount points at or below `dir`, deepest first (from `/proc/self/mountinfo`).

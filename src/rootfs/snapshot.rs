@@ -42,7 +42,8 @@ use sha2::Digest as _;
 
 use crate::error::{Error, IoContext, Result};
 use crate::rootfs::apply::Applier;
-use crate::rootfs::fsops::remove_tree;
+use crate::rootfs::entry;
+use crate::rootfs::fsops::{path_under, remove_tree, set_mtime_from};
 use crate::rootfs::overlay::{OverlaySpec, mount_overlay, unmount_overlay};
 use crate::rootfs::stack::{LayerStack, is_opaque};
 use crate::store::Store;
@@ -272,7 +273,8 @@ fn make_opaque(root: &Path, rel: &[u8]) -> Result<()> {
             }
         }
         if removed {
-            set_mtime(&dir, &before)?;
+            set_mtime_from(&dir, &before)
+                .context(|| format!("setting the mtime of {}", dir.display()))?;
         }
     }
     Ok(())
@@ -287,18 +289,7 @@ pub(crate) fn copy_dir_meta(src: &Path, dst: &Path) -> Result<()> {
     }
     fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))
         .context(|| format!("setting the mode of {}", dst.display()))?;
-    set_mtime(dst, &meta)
-}
-
-fn set_mtime(path: &Path, meta: &fs::Metadata) -> Result<()> {
-    let t = (meta.mtime(), meta.mtime_nsec() as u32);
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        path,
-        &crate::rootfs::fsops::ts(t),
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .map_err(|e| Error::io(format!("setting the mtime of {}", path.display()), e.into()))
+    set_mtime_from(dst, &meta).context(|| format!("setting the mtime of {}", dst.display()))
 }
 
 /// Directories the unpack copied up without the layer naming them got
@@ -312,11 +303,11 @@ fn restore_copied_up_times(
     let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
     let mut dirs: Vec<Vec<u8>> = Vec::new();
     while let Some(rel) = stack.pop() {
-        let path = join(root, &rel);
+        let path = path_under(root, &rel);
         for entry in fs::read_dir(&path).context(|| format!("listing {}", path.display()))? {
             let entry = entry.context(|| format!("listing {}", path.display()))?;
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(child(&rel, entry.file_name().as_bytes()));
+                stack.push(entry::join(&rel, entry.file_name().as_bytes()));
             }
         }
         dirs.push(rel);
@@ -326,31 +317,19 @@ fn restore_copied_up_times(
         if dated.contains(&rel) {
             continue;
         }
-        let shown = below
-            .lookup(&rel)
-            .context(|| format!("reading the layers below {}", join(root, &rel).display()))?;
+        let shown = below.lookup(&rel).context(|| {
+            format!(
+                "reading the layers below {}",
+                path_under(root, &rel).display()
+            )
+        })?;
         if let Some(shown) = shown.filter(|s| s.meta.is_dir()) {
-            set_mtime(&join(root, &rel), &shown.meta)?;
+            let path = path_under(root, &rel);
+            set_mtime_from(&path, &shown.meta)
+                .context(|| format!("setting the mtime of {}", path.display()))?;
         }
     }
     Ok(())
-}
-
-fn join(root: &Path, rel: &[u8]) -> PathBuf {
-    if rel.is_empty() {
-        root.to_path_buf()
-    } else {
-        root.join(std::ffi::OsStr::from_bytes(rel))
-    }
-}
-
-fn child(rel: &[u8], name: &[u8]) -> Vec<u8> {
-    let mut out = rel.to_vec();
-    if !out.is_empty() {
-        out.push(b'/');
-    }
-    out.extend_from_slice(name);
-    out
 }
 
 fn hex_bytes(bytes: &[u8]) -> String {
@@ -365,13 +344,13 @@ fn describe(root: &Path) -> Result<BTreeMap<Vec<u8>, String>> {
     let mut out = BTreeMap::new();
     let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
     while let Some(rel) = stack.pop() {
-        let path = join(root, &rel);
+        let path = path_under(root, &rel);
         let meta = fs::symlink_metadata(&path).context(|| format!("reading {}", path.display()))?;
         let ft = meta.file_type();
         let (kind, what) = if ft.is_dir() {
             for entry in fs::read_dir(&path).context(|| format!("listing {}", path.display()))? {
                 let entry = entry.context(|| format!("listing {}", path.display()))?;
-                stack.push(child(&rel, entry.file_name().as_bytes()));
+                stack.push(entry::join(&rel, entry.file_name().as_bytes()));
             }
             let opaque = if is_opaque(&path) { "opaque" } else { "-" };
             ('d', opaque.to_string())
@@ -545,9 +524,7 @@ pub(crate) fn used_chains(layer_stacks: impl IntoIterator<Item = Vec<Digest>>) -
 /// Removes a snapshot or an abandoned unpack: whatever is mounted inside
 /// it is unmounted first, and nothing is removed through a mount.
 pub(crate) fn remove_snapshot_entry(path: &Path) -> Result<()> {
-    for mount in crate::rootfs::overlay::mounts_below(path) {
-        unmount_overlay(&mount).context(|| format!("unmounting {}", mount.display()))?;
-    }
+    crate::rootfs::overlay::unmount_below(path)?;
     if path.is_dir() {
         remove_tree(path)
     } else {

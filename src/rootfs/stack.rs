@@ -14,6 +14,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use crate::rootfs::fsops::path_under;
+
 /// The overlay xattr that makes a directory hide lower layers' content.
 pub(crate) const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
@@ -26,14 +28,6 @@ pub(crate) fn is_whiteout(meta: &Metadata) -> bool {
 pub(crate) fn is_opaque(path: &Path) -> bool {
     let mut value = [0u8; 4];
     matches!(rustix::fs::lgetxattr(path, OPAQUE_XATTR, &mut value[..]), Ok(1) if value[0] == b'y')
-}
-
-fn rel_path(root: &Path, rel: &[u8]) -> PathBuf {
-    if rel.is_empty() {
-        root.to_path_buf()
-    } else {
-        root.join(OsStr::from_bytes(rel))
-    }
 }
 
 fn lstat(path: &Path) -> io::Result<Option<Metadata>> {
@@ -83,7 +77,7 @@ impl LayerStack {
             prefix.extend_from_slice(comp);
             let mut next = Vec::new();
             for &i in &layers {
-                let path = rel_path(&self.roots[i], &prefix);
+                let path = path_under(&self.roots[i], &prefix);
                 let Some(meta) = lstat(&path)? else {
                     continue;
                 };
@@ -122,7 +116,7 @@ impl LayerStack {
             return Ok(None);
         };
         for i in layers {
-            let path = rel_path(&self.roots[i], parent).join(OsStr::from_bytes(name));
+            let path = path_under(&self.roots[i], parent).join(OsStr::from_bytes(name));
             if let Some(meta) = lstat(&path)? {
                 if is_whiteout(&meta) {
                     return Ok(None);
@@ -141,7 +135,7 @@ impl LayerStack {
         let mut seen: HashSet<Vec<u8>> = HashSet::new();
         let mut out = Vec::new();
         for i in layers {
-            let dir = rel_path(&self.roots[i], rel);
+            let dir = path_under(&self.roots[i], rel);
             for entry in fs::read_dir(&dir)? {
                 let entry = entry?;
                 let name = entry.file_name().as_bytes().to_vec();
